@@ -1,0 +1,255 @@
+"""Experiments the notebooks run: whole-case validation, a single-stage baseline, the Table 4.2 ablation.
+
+Everything here composes the pipeline's steps (preprocess -> train -> infer -> evaluate); the
+notebooks ``04_ablation`` and ``05_inference_evaluation`` only set parameters, call these and plot.
+
+* :func:`validate_model` predicts every case of a manifest split with a cascade model directory
+  (stage 1 -> ROI -> stage 2 -> post-processing), writes the label maps and returns per-case metrics.
+* :func:`train_single_stage` / :func:`validate_single_stage`: the comparison the thesis's cascade is
+  measured against, one network on the whole volume at the *target* (fine) spacing.
+* :func:`run_ablation`: Table 4.2's variants (PM, PM without residual blocks, PM without residual
+  blocks and deep supervision), several seeds each, sharing one stage-1 model; mean +- sd.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import ensure_output_dir, fail, write_text_atomic
+
+#: Table 4.2's variants: name -> network flags of the stage-2 model.
+VARIANTS: dict[str, dict[str, bool]] = {
+    "PM": {"residual": True, "deep_supervision": True},
+    "PM without Res": {"residual": False, "deep_supervision": True},
+    "PM without Res and DS": {"residual": False, "deep_supervision": False},
+}
+#: Columns of the per-case tables.
+METRIC_COLUMNS = ("kidney_dice", "tumor_dice", "mean_dice", "kidney_surface_dice", "tumor_surface_dice",
+                  "kidney_hd95", "tumor_hd95", "kidney_ml", "tumor_ml", "gt_kidney_ml", "gt_tumor_ml")
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def split_cases(manifest: os.PathLike | str, split: str = "val") -> list[tuple[str, Path, Path]]:
+    """``(case_id, image_path, label_path)`` of the manifest's ``split`` cases that have both files."""
+    from .data.manifest import case_paths, read_manifest, select_cases
+
+    df = select_cases(read_manifest(manifest), split)
+    out = []
+    for _, row in df.iterrows():
+        img, lab = case_paths(row, manifest)
+        if img is not None and lab is not None:
+            out.append((row.case_id, Path(img), Path(lab)))
+    if not out:
+        raise fail(manifest, f"no {split!r} case with both an image and a label")
+    return out
+
+
+def _evaluate_cases(cases, predict, pred_dir: Path | None, tolerance_mm: float) -> pd.DataFrame:
+    """Run ``predict(volume, case_id) -> (labels, timings)`` on each case and score it."""
+    from .evaluate.metrics import case_metrics
+    from .io import load_volume, save_like
+
+    rows = []
+    for case_id, img_path, lab_path in cases:
+        t0 = time.perf_counter()
+        image = load_volume(img_path, "image")
+        gt = load_volume(lab_path, "label")
+        labels, timings = predict(image, case_id)
+        if pred_dir is not None:
+            save_like(labels, pred_dir / f"{case_id}.nii.gz", gt, kind="label")
+        row = {"case_id": case_id, **case_metrics(labels, gt.array, gt.spacing, tolerance_mm)}
+        row.update({f"seconds_{k}": round(v, 3) for k, v in timings.items()})
+        row["seconds_total"] = round(time.perf_counter() - t0, 3)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def validate_model(model_dir: os.PathLike | str, manifest: os.PathLike | str, split: str = "val",
+                   pred_dir: os.PathLike | str | None = None, device: str = "cpu", overlap: float = 0.5,
+                   tta: bool = False, tolerance_mm: float = 2.0, postprocess: str | None = None) -> pd.DataFrame:
+    """Predict the split's cases with a cascade model and score them (one row per case).
+
+    Args:
+        model_dir: ``MODEL_DIR`` with ``plan.json``, ``stage1/``, ``stage2/``.
+        manifest: a manifest CSV whose ``split`` cases have images and labels.
+        pred_dir: where to write ``<case_id>.nii.gz`` label maps (input geometry); ``None``: not written.
+        postprocess: override the model's post-processing strategy (e.g. ``"none"``).
+
+    Returns:
+        DataFrame with ``case_id``, :data:`METRIC_COLUMNS` and ``seconds_*`` timings.
+    """
+    from .infer.cascade import CascadeModel, predict_volume
+
+    model = CascadeModel.load(model_dir, device=device, postprocess=postprocess)
+    if pred_dir is not None:
+        pred_dir = ensure_output_dir(pred_dir)
+
+    def predict(volume, case_id):
+        return predict_volume(volume, model, overlap=overlap, tta=tta, progress=False, case_id=case_id)
+
+    return _evaluate_cases(split_cases(manifest, split), predict, pred_dir, tolerance_mm)
+
+
+# ------------------------------------------------------------------------------- single stage
+def single_stage_plan(plan_path: os.PathLike | str, out_path: os.PathLike | str) -> Path:
+    """A copy of the plan whose stage-1 spacing is the fine target spacing (the whole volume, full resolution)."""
+    from .preprocess.plan import Plan
+
+    plan = Plan.load(plan_path)
+    single = dataclasses.replace(plan, stage1_spacing=tuple(plan.target_spacing))
+    single.save(out_path)
+    return Path(out_path)
+
+
+def train_single_stage(config, manifest: os.PathLike | str, plan_path: os.PathLike | str,
+                       work_dir: os.PathLike | str, device: str = "cpu") -> Path:
+    """Train one network on whole volumes at the target spacing; returns its model folder.
+
+    ``config`` is a stage-1 :class:`~kidneyseg.train.config.TrainConfig` (1 input channel).
+    """
+    from .preprocess.cache import preprocess_dataset
+    from .train.stage import train_stage
+
+    work = ensure_output_dir(work_dir)
+    plan = single_stage_plan(plan_path, work / "plan_single_stage.json")
+    cache = work / "cache"
+    preprocess_dataset(manifest, plan, cache, stages=(1,), progress=False)
+    model_dir = work / "model"
+    train_stage(config, cache, model_dir, device=device)
+    return model_dir
+
+
+def validate_single_stage(model_dir: os.PathLike | str, manifest: os.PathLike | str, split: str = "val",
+                          pred_dir: os.PathLike | str | None = None, device: str = "cpu",
+                          overlap: float = 0.5, tolerance_mm: float = 2.0,
+                          postprocess: str = "anatomy") -> pd.DataFrame:
+    """Score the single-stage baseline: normalize, resample to the target spacing, sliding window,
+    labels back to the input grid, the same post-processing as the cascade."""
+    from .infer.postprocess import load_choice
+    from .infer.postprocess import postprocess as apply_postprocess
+    from .infer.sliding_window import sliding_window_predict
+    from .preprocess.intensity import normalize_with_plan
+    from .preprocess.plan import Plan
+    from .preprocess.resample import new_shape, resample_image, resample_label
+    from .train.checkpoint import load_model
+
+    model_dir = Path(model_dir)
+    plan = Plan.load(model_dir / "plan.json")
+    net, cfg = load_model(model_dir / "stage1", device=device)
+    name, opts = load_choice(model_dir) if postprocess is None else (postprocess, {})
+    if pred_dir is not None:
+        pred_dir = ensure_output_dir(pred_dir)
+
+    def predict(volume, case_id):
+        t0 = time.perf_counter()
+        spacing, shape = volume.spacing, volume.shape
+        norm = normalize_with_plan(volume.array, plan)
+        fine_shape = new_shape(shape, spacing, plan.target_spacing)
+        x = resample_image(norm, spacing, plan.target_spacing, shape=fine_shape, order=plan.image_order,
+                           order_z=plan.image_order_z, anisotropy_threshold=plan.anisotropy_threshold)
+        res = sliding_window_predict(torch.from_numpy(np.ascontiguousarray(x))[None], net, cfg.patch_size,
+                                     overlap=overlap, device=device)
+        labels = resample_label(res.labels, plan.target_spacing, spacing, shape=shape)
+        labels = apply_postprocess(labels, spacing, name, **opts)
+        return labels, {"single_stage": time.perf_counter() - t0}
+
+    return _evaluate_cases(split_cases(manifest, split), predict, pred_dir, tolerance_mm)
+
+
+# ---------------------------------------------------------------------------------- ablation
+def _stage2_variant_config(base, variant: str, seed: int):
+    from .train.config import TrainConfig
+
+    flags = VARIANTS[variant]
+    data = base.to_dict()
+    data["seed"] = int(seed)
+    data["network"].update(flags)
+    data["stage"] = 2
+    return TrainConfig.from_dict(data)
+
+
+def run_ablation(base_config, cache_dir: os.PathLike | str, stage1_model_dir: os.PathLike | str,
+                 manifest: os.PathLike | str, out_dir: os.PathLike | str, seeds: Sequence[int] = (0, 1, 2),
+                 variants: Sequence[str] = tuple(VARIANTS), split: str = "val", device: str = "cpu",
+                 tolerance_mm: float = 2.0, log=print) -> pd.DataFrame:
+    """Train each variant's stage-2 model for each seed and score the full cascade on ``split``.
+
+    Every variant shares the stage-1 model (``stage1_model_dir/stage1``) and the plan, so the rows
+    differ only in the stage-2 network's flags and seed. A finished (variant, seed) keeps its
+    ``result.json`` and is skipped on a re-run.
+
+    Returns:
+        One row per (variant, seed, case) with the case metrics.
+    """
+    from .train.stage import train_stage
+
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"variants must be among {list(VARIANTS)}, got {unknown!r}")
+    stage1_model_dir = Path(stage1_model_dir)
+    out = ensure_output_dir(out_dir)
+    frames = []
+    for variant in variants:
+        for seed in seeds:
+            run = out / _slug(variant) / f"seed{seed}"
+            done = run / "result.json"
+            if done.exists():
+                frames.append(pd.DataFrame(json.loads(done.read_text())))
+                log(f"ablation {variant} seed {seed}: done earlier, skipped")
+                continue
+            model_dir = ensure_output_dir(run / "model")
+            shutil.copyfile(stage1_model_dir / "plan.json", model_dir / "plan.json")
+            if not (model_dir / "stage1").exists():
+                shutil.copytree(stage1_model_dir / "stage1", model_dir / "stage1")
+            t0 = time.perf_counter()
+            cfg = _stage2_variant_config(base_config, variant, seed)
+            train_stage(cfg, cache_dir, model_dir, device=device, resume=(model_dir / "stage2" / "checkpoint_last.pt").exists())
+            train_s = time.perf_counter() - t0
+            df = validate_model(model_dir, manifest, split=split, device=device, tolerance_mm=tolerance_mm)
+            df.insert(0, "seed", seed)
+            df.insert(0, "variant", variant)
+            df["train_seconds"] = round(train_s, 1)
+            write_text_atomic(done, df.to_json(orient="records"))
+            log(f"ablation {variant} seed {seed}: kidney {df.kidney_dice.mean():.3f} tumor "
+                f"{df.tumor_dice.mean():.3f} ({train_s:.0f} s training)")
+            frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def ablation_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Table 4.2's layout: per variant, kidney / tumor / mean Dice (%) as mean +- sd over seeds.
+
+    Each seed's score is the mean over its validation cases (NaN tumor Dice of tumor-free cases
+    ignored); the spread is the sample standard deviation over seeds.
+    """
+    per_seed = results.groupby(["variant", "seed"], sort=False)[["kidney_dice", "tumor_dice", "mean_dice"]].mean()
+    rows = []
+    for variant, grp in per_seed.groupby(level=0, sort=False):
+        row = {"Method": variant, "seeds": len(grp)}
+        for col, label in (("kidney_dice", "Kidney Dice"), ("tumor_dice", "Tumor Dice"), ("mean_dice", "Mean Dice")):
+            vals = grp[col].to_numpy(float) * 100
+            sd = float(np.nanstd(vals, ddof=1)) if np.sum(~np.isnan(vals)) > 1 else float("nan")
+            row[label] = f"{np.nanmean(vals):.2f} ± {sd:.2f}"
+            row[f"{col}_mean"], row[f"{col}_sd"] = float(np.nanmean(vals)), sd
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+#: The thesis's Table 4.2 numbers (KiTS19 test set, %), for side-by-side display.
+THESIS_TABLE_4_2 = pd.DataFrame(
+    [("PM", 97.94, 85.24, 91.59), ("PM without Res", 97.54, 84.63, 91.09),
+     ("PM without Res and DS", 97.39, 84.39, 90.89)],
+    columns=["Method", "Kidney Dice", "Tumor Dice", "Mean Dice"])

@@ -1,0 +1,232 @@
+"""Run the ordered notebooks end to end with papermill into a self-describing run folder.
+
+A run folder ``runs/<name>/`` holds:
+
+    run.json                  where things are (manifest, predictions, metrics, model) - the viewer reads it
+    config.json               the exact profile and parameters the run used
+    version.json              package version, git revision, python/torch versions, start time
+    data/                     generated phantoms (when run on phantoms)
+    notebooks/NN_name.ipynb   each executed notebook, with its outputs
+    NN_name/                  each notebook's figures (PNG), metrics (CSV/JSON), artefacts
+    steps/NN_name.done        completion marks: a re-run with the same parameters skips the step
+
+Profiles (``demo``, ``ci``, ``full``) are JSON files in ``kidneyseg/profiles/``: shared settings plus
+one parameter block per notebook. ``demo`` runs on phantoms on a 2-core CPU; ``full`` is what a GPU
+user runs on KiTS19 (the thesis's 350 epochs).
+
+>>> run_pipeline("runs/demo", phantoms=8, profile="demo")      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import KidneysegError, ensure_output_dir, fail, write_text_atomic
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+#: The pipeline's steps, in order. Each is ``notebooks/<name>.ipynb``.
+NOTEBOOKS = (
+    "01_data_statistics",
+    "02_preprocessing",
+    "03_training",
+    "04_ablation",
+    "05_inference_evaluation",
+)
+PROFILES = ("demo", "ci", "full")
+
+
+def load_profile(name_or_path: str) -> dict:
+    """A profile by name (``demo``, ``ci``, ``full``) or a path to a JSON file of the same form.
+
+    A profile is ``{"description": str, "phantoms": {...}, "shared": {...}, "<notebook>": {...}}``.
+    """
+    path = Path(name_or_path)
+    if path.suffix == ".json":
+        if not path.exists():
+            raise fail(path, "no such profile file")
+        text = path.read_text()
+    elif name_or_path in PROFILES:
+        text = resources.files("kidneyseg.profiles").joinpath(f"{name_or_path}.json").read_text()
+    else:
+        raise KidneysegError(f"profile must be one of {list(PROFILES)} or a .json file, got {name_or_path!r}")
+    try:
+        profile = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise fail(path, f"profile is not valid JSON ({exc})") from None
+    valid = {"description", "phantoms", "shared", *NOTEBOOKS}
+    unknown = sorted(set(profile) - valid)
+    if unknown:
+        raise fail(path, f"unknown profile keys {unknown}; valid keys: {sorted(valid)}")
+    return profile
+
+
+def git_revision(root: Path = REPO_ROOT) -> str:
+    """The checkout's commit (``+dirty`` when it has uncommitted changes), or ``unknown``."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _versions() -> dict:
+    info = {"kidneyseg": __version__, "git_revision": git_revision(), "python": platform.python_version(),
+            "platform": platform.platform(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover
+        pass
+    return info
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: str  # "ran" | "skipped"
+    seconds: float
+
+
+def prepare_data(out: Path, data_dir: str | None, phantoms: int | None, profile: dict,
+                 manifest: str | None = None) -> Path:
+    """The run's manifest: a given one, one built for ``data_dir``, or phantoms generated into ``out/data``."""
+    if manifest is not None:
+        from .data.manifest import read_manifest
+
+        read_manifest(manifest)  # validates
+        return Path(manifest).resolve()
+    if data_dir is not None:
+        from .data.manifest import build_manifest, write_manifest
+
+        data = Path(data_dir)
+        if not data.is_dir():
+            raise fail(data, "no such data folder")
+        manifest = out / "manifest.csv"
+        if not manifest.exists():
+            write_manifest(build_manifest(data), manifest)
+        return manifest
+    from .data.phantom import write_phantoms
+
+    opts = dict(profile.get("phantoms", {}))
+    n = int(phantoms if phantoms is not None else opts.pop("cases", 8))
+    opts.pop("cases", None)
+    seed = int(opts.pop("seed", 0))
+    marker = out / "data" / ".complete.json"
+    wanted = {"cases": n, "seed": seed, **opts}
+    if marker.exists() and json.loads(marker.read_text()) == wanted:
+        return out / "data" / "manifest.csv"
+    manifest = Path(write_phantoms(out / "data", n, seed, **opts))
+    write_text_atomic(marker, json.dumps(wanted, sort_keys=True))
+    return manifest
+
+
+def notebook_parameters(name: str, profile: dict, out: Path, manifest: Path) -> dict:
+    """The papermill parameters for one notebook: shared settings, its own block, and run paths."""
+    params = dict(profile.get("shared", {}))
+    params.update(profile.get(name, {}))
+    params.update(run_dir=str(out), manifest=str(manifest), output_dir=str(out / name))
+    return params
+
+
+def _execute(nb_in: Path, nb_out: Path, params: dict, cwd: Path) -> None:
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        pm.execute_notebook(str(nb_in), str(nb_out), parameters=params, cwd=str(cwd),
+                            progress_bar=sys.stderr.isatty(), kernel_name="python3", log_output=False)
+    except PapermillExecutionError as exc:
+        evalue = str(exc.evalue).strip().splitlines()
+        raise KidneysegError(
+            f"{nb_in.name}: cell {exc.exec_count} failed: {exc.ename}: {evalue[-1] if evalue else ''} "
+            f"(executed notebook: {nb_out})") from None
+
+
+def run_pipeline(out: str | os.PathLike, *, data_dir: str | None = None, phantoms: int | None = None,
+                 manifest: str | None = None,
+                 profile: str = "demo", notebooks: Sequence[str] | None = None,
+                 notebook_dir: Path = NOTEBOOK_DIR, force: bool = False,
+                 log: Callable[[str], None] = print) -> list[StepResult]:
+    """Execute the notebooks in order into ``out``; stop at the first failure.
+
+    Args:
+        out: the run folder (created).
+        data_dir: a KiTS19-layout folder with images; ``None`` runs on generated phantoms.
+        manifest: an existing manifest CSV to use instead of ``data_dir``/phantoms.
+        phantoms: number of phantom cases (default from the profile).
+        profile: ``demo``, ``ci``, ``full`` or a JSON path.
+        notebooks: a subset of :data:`NOTEBOOKS` (default all, in order).
+        force: re-run steps even when their completion mark matches.
+
+    Returns:
+        One :class:`StepResult` per notebook.
+
+    Raises:
+        KidneysegError: naming the failing notebook and its cell's error.
+    """
+    if sum(x is not None for x in (data_dir, phantoms, manifest)) > 1:
+        raise KidneysegError("give only one of --data, --phantoms and --manifest")
+    if phantoms is not None and phantoms < 2:
+        raise KidneysegError(f"--phantoms must be at least 2 (a train and a val case), got {phantoms}")
+    prof = load_profile(profile)
+    names = list(notebooks) if notebooks else list(NOTEBOOKS)
+    for name in names:
+        if name not in NOTEBOOKS and not (notebook_dir / f"{name}.ipynb").exists():
+            raise KidneysegError(f"unknown notebook {name!r}; valid: {list(NOTEBOOKS)}")
+    out = ensure_output_dir(out).resolve()
+    for sub in ("notebooks", "steps"):
+        ensure_output_dir(out / sub)
+
+    log(f"kidneyseg pipeline: profile {profile} -> {out}")
+    manifest = prepare_data(out, data_dir, phantoms, prof, manifest)
+    config = {"profile": profile, "profile_settings": prof, "data_dir": data_dir, "phantoms": phantoms,
+              "notebooks": names, "manifest": str(manifest)}
+    write_text_atomic(out / "config.json", json.dumps(config, indent=2, default=str))
+    write_text_atomic(out / "version.json", json.dumps(_versions(), indent=2))
+    run_info = {"manifest": os.path.relpath(manifest, out), "predictions_dir": "05_inference_evaluation/predictions",
+                "metrics_csv": "05_inference_evaluation/metrics_cascade.csv", "model_dir": "03_training/model",
+                "profile": profile}
+    write_text_atomic(out / "run.json", json.dumps(run_info, indent=2))
+
+    results = []
+    for name in names:
+        params = notebook_parameters(name, prof, out, manifest)
+        mark = out / "steps" / f"{name}.done"
+        digest = _digest({"params": params, "notebook": (notebook_dir / f"{name}.ipynb").read_text()})
+        if not force and mark.exists() and mark.read_text().strip() == digest:
+            log(f"  {name}: up to date, skipped")
+            results.append(StepResult(name, "skipped", 0.0))
+            continue
+        mark.unlink(missing_ok=True)
+        ensure_output_dir(out / name)
+        log(f"  {name}: running ...")
+        t0 = time.perf_counter()
+        _execute(notebook_dir / f"{name}.ipynb", out / "notebooks" / f"{name}.ipynb", params, cwd=out)
+        seconds = time.perf_counter() - t0
+        write_text_atomic(mark, digest)
+        log(f"  {name}: done in {seconds:.0f} s")
+        results.append(StepResult(name, "ran", seconds))
+    timings = {r.name: round(r.seconds, 1) for r in results}
+    write_text_atomic(out / "timings.json", json.dumps(timings, indent=2))
+    return results

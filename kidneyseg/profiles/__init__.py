@@ -1,0 +1,1 @@
+"""Pipeline profiles (JSON): demo, ci, full."""

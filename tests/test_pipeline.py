@@ -1,0 +1,75 @@
+"""kidneyseg.pipeline: order, run-folder records, skip on re-run, stop at the first failing notebook."""
+
+import json
+
+import nbformat
+import pytest
+
+from kidneyseg import pipeline
+from kidneyseg.errors import KidneysegError
+
+
+def _notebook(path, body):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("run_dir = ''\nmanifest = ''\noutput_dir = ''\nvalue = 1")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _notebook(nbdir / "a_first.ipynb",
+              "import pathlib, json\npathlib.Path(output_dir, 'out.json').write_text(json.dumps({'v': value}))")
+    _notebook(nbdir / "b_second.ipynb", "import pathlib\npathlib.Path(output_dir, 'b.txt').write_text('b')")
+    _notebook(nbdir / "c_fails.ipynb", "raise RuntimeError('boom in the third step')")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("case_id\n")
+    monkeypatch.setattr(pipeline, "prepare_data", lambda out, d, p, prof, m=None: manifest)
+    profile = tmp_path / "p.json"
+    profile.write_text(json.dumps({"description": "test", "shared": {"value": 7}}))
+    return nbdir, profile
+
+
+def test_runs_in_order_records_and_skips(setup, tmp_path):
+    nbdir, profile = setup
+    out = tmp_path / "run"
+    res = pipeline.run_pipeline(out, profile=str(profile), notebooks=["a_first", "b_second"],
+                                notebook_dir=nbdir, log=lambda s: None)
+    assert [r.status for r in res] == ["ran", "ran"]
+    assert json.loads((out / "a_first" / "out.json").read_text()) == {"v": 7}
+    assert (out / "notebooks" / "a_first.ipynb").exists() and (out / "b_second" / "b.txt").exists()
+    for name in ("run.json", "config.json", "version.json"):
+        assert (out / name).exists()
+    version = json.loads((out / "version.json").read_text())
+    assert version["kidneyseg"] and version["git_revision"]
+    assert json.loads((out / "config.json").read_text())["profile_settings"]["shared"] == {"value": 7}
+    again = pipeline.run_pipeline(out, profile=str(profile), notebooks=["a_first", "b_second"],
+                                  notebook_dir=nbdir, log=lambda s: None)
+    assert [r.status for r in again] == ["skipped", "skipped"]
+
+
+def test_stops_at_first_failure_with_name_and_cell_error(setup, tmp_path):
+    nbdir, profile = setup
+    out = tmp_path / "run"
+    with pytest.raises(KidneysegError, match=r"c_fails.ipynb: cell \d+ failed: RuntimeError: boom in the third step"):
+        pipeline.run_pipeline(out, profile=str(profile), notebooks=["a_first", "c_fails", "b_second"],
+                              notebook_dir=nbdir, log=lambda s: None)
+    assert (out / "steps" / "a_first.done").exists()
+    assert not (out / "steps" / "c_fails.done").exists()
+    assert not (out / "b_second").exists()
+
+
+def test_profiles_load_and_bad_profile_is_refused(tmp_path):
+    for name in pipeline.PROFILES:
+        prof = pipeline.load_profile(name)
+        assert "description" in prof
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"descripton": "typo"}))
+    with pytest.raises(KidneysegError, match="unknown profile keys \\['descripton'\\]"):
+        pipeline.load_profile(str(bad))
+    with pytest.raises(KidneysegError, match="profile must be one of"):
+        pipeline.load_profile("fast")
