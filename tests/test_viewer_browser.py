@@ -1,0 +1,206 @@
+"""The Voila dashboard in a real headless browser (Debian chromium driven by pip's playwright).
+
+Starts ``voila app/viewer.ipynb`` exactly as ``kidneyseg viewer`` does (127.0.0.1, a free port,
+the offline template) on a tiny fake run, then checks: the status element reaches
+``ready: case_00000``; the 3D canvases really hold the four label colours (pixel counts by hue),
+and do not with WebGL switched off (negative control); switching the case updates status and
+metrics; no request leaves 127.0.0.1; no errors in the console. Screenshots of two cases go to
+``test-artifacts/``.
+
+Skips when /usr/bin/chromium or playwright is missing, except under ``CI=true`` where it fails.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kidneyseg.viewer.commands import free_port, voila_command
+from kidneyseg.viewer.style import MESH_COLOURS, MESH_HUES
+
+from .browser.fake_run import make_fake_run
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+READY_TIMEOUT_MS = 150_000
+#: A colour counts as present with at least this many pixels in the 3D canvases.
+MIN_PIXELS = 150
+HUE_TOLERANCE = 14.0
+
+
+def _require(condition: bool, reason: str) -> None:
+    if condition:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: the browser test must run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def playwright_api():
+    _require(CHROMIUM.exists(), f"{CHROMIUM} not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _require(False, "playwright (pip) not installed")
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def viewer_url(tmp_path_factory, playwright_api):
+    run = make_fake_run(tmp_path_factory.mktemp("viewer_run"), n_cases=3)
+    port = free_port(None)
+    argv, env = voila_command(run, port)
+    log = open(tmp_path_factory.mktemp("voila_log") / "voila.log", "w+")
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"voila did not start:\n{log.read()[-3000:]}")
+            time.sleep(0.3)
+    yield f"http://127.0.0.1:{port}/", run
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+def hue_counts(png: bytes, hues: dict, tolerance: float = HUE_TOLERANCE) -> dict:
+    """Vivid pixels per target hue (degrees) in a PNG; shading changes brightness, not hue."""
+    from matplotlib.colors import rgb_to_hsv
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.float32) / 255.0
+    hsv = rgb_to_hsv(rgb)
+    hue, sat, val = hsv[..., 0] * 360.0, hsv[..., 1], hsv[..., 2]
+    vivid = (sat > 0.45) & (val > 0.2)
+    out = {}
+    for key, target in hues.items():
+        diff = np.abs((hue - target + 180.0) % 360.0 - 180.0)
+        out[key] = int(np.count_nonzero(vivid & (diff < tolerance)))
+    return out
+
+
+def colour_counts(png: bytes) -> dict:
+    """Pixels per mesh colour (ground truth / prediction, kidney / tumor) in a screenshot."""
+    return hue_counts(png, MESH_HUES)
+
+
+def canvas_counts(page) -> dict:
+    """Colour counts summed over the WebGL canvases of the 3D view (legend and titles excluded)."""
+    total = {key: 0 for key in MESH_COLOURS}
+    canvases = page.locator(".kidneyseg-3d canvas")
+    for i in range(canvases.count()):
+        box = canvases.nth(i).bounding_box()
+        if not box or box["width"] < 50 or box["height"] < 50:
+            continue
+        for key, n in colour_counts(canvases.nth(i).screenshot()).items():
+            total[key] += n
+    return total
+
+
+def wait_for_colours(page, timeout_s: float) -> dict:
+    """Poll the canvases until every colour is present or the time is up; return the last counts."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        counts = canvas_counts(page)
+        if min(counts.values()) >= MIN_PIXELS or time.monotonic() > deadline:
+            return counts
+        page.wait_for_timeout(500)
+
+
+def wait_ready(page, case_id: str) -> None:
+    page.wait_for_selector(f".kidneyseg-status:has-text('ready: {case_id}')", timeout=READY_TIMEOUT_MS)
+
+
+def open_page(browser, url):
+    page = browser.new_page(viewport={"width": 1250, "height": 2000})
+    log = {"requests": [], "errors": []}
+    page.on("request", lambda r: log["requests"].append(r.url))
+    page.on("websocket", lambda ws: log["requests"].append(ws.url))
+    page.on("console", lambda m: log["errors"].append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: log["errors"].append(f"pageerror: {e}"))
+    page.goto(url, wait_until="domcontentloaded", timeout=READY_TIMEOUT_MS)
+    return page, log
+
+
+def test_dashboard_renders_labels_in_3d_offline_and_switches_case(viewer_url, playwright_api):
+    url, run = viewer_url
+    metrics = pd.read_csv(run / "metrics.csv", dtype={"case_id": str}).set_index("case_id")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_api() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        try:
+            page, log = open_page(browser, url)
+            wait_ready(page, "case_00000")
+            counts = wait_for_colours(page, 30)
+            page.screenshot(path=str(ARTIFACTS / "viewer_case_00000.png"), full_page=True)
+            print("3D colour pixels, case_00000:", counts)
+            assert min(counts.values()) >= MIN_PIXELS, f"label colours missing from the 3D view: {counts}"
+            assert "case_00000" in page.inner_text(".kidneyseg-metrics")
+
+            # switch case: status, metrics and the 3D view follow
+            page.select_option(".kidneyseg-case select", "case_00001")
+            wait_ready(page, "case_00001")
+            text = page.inner_text(".kidneyseg-metrics")
+            assert "case_00001" in text
+            assert f"{metrics.loc['case_00001', 'mean_dice']:.3f}" in text
+            assert f"{metrics.loc['case_00001', 'kidney_dice']:.3f}" in text
+            counts1 = wait_for_colours(page, 30)
+            page.screenshot(path=str(ARTIFACTS / "viewer_case_00001.png"), full_page=True)
+            print("3D colour pixels, case_00001:", counts1)
+            assert min(counts1.values()) >= MIN_PIXELS, f"label colours missing after switching: {counts1}"
+
+            # optional NiiVue CT volume view (ipyniivue, JS bundled): GT blue and prediction green overlays
+            page.click(".kidneyseg-niivue-toggle input")
+            page.wait_for_selector(".kidneyseg-niivue canvas", timeout=60_000)
+            nv = {"blue": 0, "green": 0}
+            deadline = time.monotonic() + 30
+            while min(nv.values()) < MIN_PIXELS and time.monotonic() < deadline:
+                page.wait_for_timeout(1000)
+                nv = hue_counts(page.locator(".kidneyseg-niivue canvas").first.screenshot(), {"blue": 240.0, "green": 120.0}, 25.0)
+            print("NiiVue overlay pixels:", nv)
+            page.screenshot(path=str(ARTIFACTS / "viewer_case_00001_niivue.png"), full_page=True)
+            assert min(nv.values()) >= MIN_PIXELS, f"NiiVue overlays missing: {nv}"
+
+            hosts = {urlparse(u).hostname for u in log["requests"] if urlparse(u).scheme in ("http", "https", "ws", "wss")}
+            assert hosts <= {"127.0.0.1"}, f"requests left localhost: {sorted(hosts)}"
+            assert any(u.startswith("ws://127.0.0.1") for u in log["requests"]), "kernel websocket not seen"
+            assert log["requests"], "no requests recorded (listener broken?)"
+            assert not log["errors"], f"console errors: {log['errors'][:5]}"
+            page.close()
+        finally:
+            browser.close()
+
+        # Negative control: the same page without WebGL must fail the colour check.
+        blind = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                   args=["--no-sandbox", "--disable-webgl", "--disable-3d-apis"])
+        try:
+            page, _ = open_page(blind, url)
+            wait_ready(page, "case_00000")
+            page.wait_for_timeout(4000)
+            blind_counts = canvas_counts(page)
+            print("3D colour pixels without WebGL:", blind_counts)
+            assert max(blind_counts.values()) < MIN_PIXELS, f"colour check passed without WebGL: {blind_counts}"
+        finally:
+            blind.close()
