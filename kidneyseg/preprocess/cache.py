@@ -1,0 +1,458 @@
+"""The preprocessed cache: per case, memory-mappable ``.npy`` arrays plus a properties JSON.
+
+Layout (``CACHE`` = the ``--out`` folder of ``kidneyseg preprocess``)::
+
+    CACHE/cache.json                     plan hash, format version, skipped cases
+    CACHE/plan.json                      the plan the cache was built with
+    CACHE/manifest.csv                   case_id, split, excluded (from the source manifest)
+    CACHE/stage1/<case_id>/image.npy     float32 (z, y, x), normalised, whole volume at stage1_spacing
+    CACHE/stage1/<case_id>/label.npy     uint8 (z, y, x)
+    CACHE/stage1/<case_id>/properties.json
+    CACHE/stage2/<case_id>/...           the fixed-size ROI box at target_spacing, centred on the
+                                         ground-truth foreground
+
+``properties.json`` is written last and marks a complete case; every file is written atomically, so
+a killed run leaves complete cases and no half-written file, and the next run resumes.
+
+Rules (what happens when):
+
+- **Up to date**: a case whose properties carry the current plan hash and the same source file
+  sizes and modification times is skipped.
+- **Changed plan**: ``cache.json`` holds the plan hash. A different plan is refused with a message
+  naming both hashes, unless ``force=True`` (``--force``), which re-preprocesses every case.
+- **Empty foreground**: stage 1 is written as usual; stage 2 is skipped with a warning (no box centre
+  exists) and recorded in ``cache.json`` under ``skipped``; :func:`list_cases` leaves it out for stage 2.
+- **Volume smaller than the box**: the box is padded (image with the plan's ``clip_low_hu``, i.e.
+  the normalised minimum; label with 0); ``properties["padded"]`` is true and a warning names the
+  case.
+- **No images** (a labels-only manifest): a clear error; preprocessing needs the CT images.
+
+>>> from kidneyseg.preprocess.cache import list_cases, load_case   # doctest: +SKIP
+>>> case = load_case("cache", "case_00000", stage=2)                  # doctest: +SKIP
+>>> case.image.shape, case.image.dtype, case.label.dtype              # doctest: +SKIP
+((236, 240, 395), dtype('float32'), dtype('uint8'))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import KidneysegError, atomic_path, ensure_output_dir, fail, write_text_atomic
+from .intensity import normalize_with_plan
+from .plan import Plan
+from .resample import AxisMap, lowres_axis, new_shape, resample_image_maps, resample_label_maps, zoom_map
+from .roi import Crop, box_voxels, foreground_center
+
+CACHE_FORMAT = 1
+STAGES = (1, 2)
+#: Original voxels read beyond the box on each side so the cubic prefilter sees real data (its
+#: influence decays as 0.268**k: 2.7e-5 of an edge step at 8 voxels).
+CROP_MARGIN_VOX = 8
+
+
+@dataclass
+class CachedCase:
+    """One preprocessed case.
+
+    Attributes:
+        case_id: the manifest's case id.
+        stage: 1 or 2.
+        image: float32 (z, y, x), normalised (memory-mapped when loaded with ``mmap=True``).
+        label: uint8 (z, y, x), values 0 background, 1 kidney, 2 tumor.
+        properties: geometry and provenance (see :func:`preprocess_case`).
+    """
+
+    case_id: str
+    stage: int
+    image: np.ndarray
+    label: np.ndarray
+    properties: dict
+
+
+# --------------------------------------------------------------------------------- one case
+def _stage_maps(shape, spacing, plan: Plan, stage: int, center=None):
+    """Axis maps from the original grid to the stage's output grid, plus box facts for stage 2."""
+    if stage == 1:
+        out = new_shape(shape, spacing, plan.stage1_spacing)
+        maps = [zoom_map(n, m) for n, m in zip(shape, out)]
+        return maps, {}
+    box_mm = plan.require_box()
+    n_t = box_voxels(box_mm, plan.target_spacing)
+    maps = [AxisMap(n, c + (0.5 - n / 2) * t / s, t / s)
+            for n, c, t, s in zip(n_t, center, plan.target_spacing, spacing)]
+    return maps, {"box_size_mm": list(box_mm), "box_voxels": list(n_t), "center_vox": [float(c) for c in center]}
+
+
+def preprocess_case(image: np.ndarray, label: np.ndarray | None, spacing: Sequence[float], plan: Plan,
+                    stage: int, center: Sequence[float] | None = None, case_id: str = "case"):
+    """Normalise and resample one case for a stage (the function inference uses too).
+
+    Stage 1: the whole volume at ``plan.stage1_spacing``. Stage 2: the fixed-size ROI box
+    (``plan.box_size_mm``) at ``plan.target_spacing`` centred on ``center`` (voxel coordinates of the
+    original grid; default the centre of ``label``'s foreground). The box is cut from the original
+    grid first (with a small margin), then resampled, so a 1059-slice case is never resampled whole
+    at full resolution. Image intensities are clipped and z-scored *after* resampling, which also
+    clips spline overshoot.
+
+    Args:
+        image: (z, y, x) HU, any real dtype.
+        label: (z, y, x) uint8 or ``None`` (inference).
+        spacing: original voxel size (z, y, x) mm.
+        plan: the preprocessing plan.
+        stage: 1 or 2.
+        center: stage-2 box centre in original voxel coordinates.
+        case_id: used in messages.
+
+    Returns:
+        ``(image float32, label uint8 | None, properties dict)``. ``properties["maps"]`` gives, per
+        axis, ``offset``/``step`` with original index = offset + step * output index;
+        :func:`paste_label_back` inverts it.
+
+    Raises:
+        KidneysegError: stage 2 without a centre and with an empty (or missing) label.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+    shape = tuple(int(s) for s in image.shape)
+    spacing = tuple(float(s) for s in spacing)
+    props: dict = {"case_id": case_id, "stage": stage, "original_shape": list(shape),
+                   "original_spacing": list(spacing), "plan_hash": plan.hash()}
+    if stage == 2 and center is None:
+        center = foreground_center(label) if label is not None else None
+        if center is None:
+            raise fail(case_id, "empty foreground: no stage-2 box centre (give one, e.g. from a stage-1 prediction)")
+    maps, box = _stage_maps(shape, spacing, plan, stage, center)
+    props.update(box)
+    sep = lowres_axis(spacing, plan.target_spacing if stage == 2 else plan.stage1_spacing,
+                      plan.anisotropy_threshold)
+    if stage == 2:
+        # read only the box (plus a margin) from the original grid
+        lo = [int(np.floor(m.offset)) - CROP_MARGIN_VOX for m in maps]
+        hi = [int(np.ceil(m.offset + m.step * (m.n_out - 1))) + CROP_MARGIN_VOX + 1 for m in maps]
+        region = Crop(tuple(lo), tuple(hi), shape)  # type: ignore[arg-type]
+        inside = region.inside
+        sub_maps = [AxisMap(m.n_out, m.offset - s.start, m.step) for m, s in zip(maps, inside)]
+        img_src = image[inside]
+        lab_src = label[inside] if label is not None else None
+        # output voxels whose centre lies outside the original volume are padding
+        valid = [((m.coords() >= -0.5) & (m.coords() <= n - 0.5)) for m, n in zip(maps, shape)]
+        props["crop"] = region.to_dict()
+        props["padded"] = not all(v.all() for v in valid)
+    else:
+        sub_maps, img_src, lab_src, valid = maps, image, label, None
+    out_img = resample_image_maps(img_src, sub_maps, plan.image_order, plan.image_order_z, sep)
+    out_img = normalize_with_plan(out_img, plan, out=out_img)
+    out_lab = None
+    if lab_src is not None:
+        out_lab = resample_label_maps(lab_src, sub_maps, plan.label_mode)
+    if valid is not None and props["padded"]:
+        outside = ~(valid[0][:, None, None] & valid[1][None, :, None] & valid[2][None, None, :])
+        out_img[outside] = (plan.clip_low_hu - plan.mean_hu) / plan.std_hu
+        if out_lab is not None:
+            out_lab[outside] = 0
+    props["maps"] = [{"n_out": m.n_out, "offset": m.offset, "step": m.step} for m in maps]
+    props["separate_axis"] = sep
+    props["resampled_shape"] = list(out_img.shape)
+    props["resampled_spacing"] = [m.step * s for m, s in zip(maps, spacing)]
+    if out_lab is not None:
+        counts = np.bincount(out_lab.ravel(), minlength=3)
+        props["label_voxels"] = [int(v) for v in counts[:3]]
+    return out_img, out_lab, props
+
+
+def paste_label_back(label: np.ndarray, properties: dict) -> np.ndarray:
+    """Map a stage label array (z, y, x) back onto the original grid (nearest; 0 outside the box).
+
+    Inverts the geometry of :func:`preprocess_case` for either stage using ``properties["maps"]``.
+    """
+    shape = tuple(properties["original_shape"])
+    maps = [AxisMap(**m) for m in properties["maps"]]
+    if tuple(label.shape) != tuple(m.n_out for m in maps):
+        raise ValueError(f"label shape {label.shape} differs from the stage shape {[m.n_out for m in maps]}")
+    back = [AxisMap(n, -m.offset / m.step, 1.0 / m.step) for n, m in zip(shape, maps)]
+    out = resample_label_maps(label, back, "nearest")
+    for ax, (b, m) in enumerate(zip(back, maps)):
+        u = b.coords()
+        bad = (u < -0.5) | (u > m.n_out - 0.5)
+        if bad.any():
+            idx = [slice(None)] * 3
+            idx[ax] = bad
+            out[tuple(idx)] = 0
+    return out
+
+
+# ------------------------------------------------------------------------------- the cache
+def _case_dir(cache_dir: Path, stage: int, case_id: str) -> Path:
+    return Path(cache_dir) / f"stage{stage}" / case_id
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise fail(path, f"unreadable cache file ({exc})") from None
+
+
+def load_case(cache_dir: str | os.PathLike, case_id: str, stage: int, mmap: bool = True) -> CachedCase:
+    """Load one cached case (``mmap=True``: arrays are read-only memory maps, nearly free to open).
+
+    Raises:
+        KidneysegError: the case is not in the cache (or was skipped for this stage, with the reason).
+    """
+    if stage not in STAGES:
+        raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+    d = _case_dir(Path(cache_dir), stage, str(case_id))
+    pfile = d / "properties.json"
+    if not pfile.is_file():
+        raise fail(d, f"case {case_id!r} is not in the stage-{stage} cache (run `kidneyseg preprocess`)")
+    props = _read_json(pfile)
+    if props.get("skipped"):
+        raise fail(d, f"case {case_id!r} has no stage-{stage} data: {props['skipped']}")
+    mode = "r" if mmap else None
+    try:
+        image = np.load(d / "image.npy", mmap_mode=mode)
+        label = np.load(d / "label.npy", mmap_mode=mode)
+    except (OSError, ValueError) as exc:
+        raise fail(d, f"unreadable cached array ({exc})") from None
+    return CachedCase(str(case_id), stage, image, label, props)
+
+
+def list_cases(cache_dir: str | os.PathLike, split: str | None = None, stage: int | None = None) -> list[str]:
+    """Complete case ids in the cache, sorted, optionally of one split (``"train"``/``"val"``).
+
+    ``stage=None`` lists cases complete in every stage the cache holds (so stage-2-skipped cases are
+    left out; a cache built with ``--stages 2`` only is listed by its stage-2 cases);
+    ``stage=1`` or ``2`` lists that stage's cases.
+    """
+    import pandas as pd
+
+    cache_dir = Path(cache_dir)
+    if split not in (None, "train", "val"):
+        raise ValueError(f"split must be 'train', 'val' or None, got {split!r}")
+    stages = [st for st in STAGES if (cache_dir / f"stage{st}").is_dir()] if stage is None else (stage,)
+    sets = []
+    for st in stages:
+        ids = set()
+        root = cache_dir / f"stage{st}"
+        if root.is_dir():
+            for p in root.glob("*/properties.json"):
+                try:
+                    if not json.loads(p.read_text()).get("skipped"):
+                        ids.add(p.parent.name)
+                except (OSError, json.JSONDecodeError):
+                    continue
+        sets.append(ids)
+    ids = set.intersection(*sets) if sets else set()
+    if split is not None:
+        mf = cache_dir / "manifest.csv"
+        if not mf.is_file():
+            raise fail(mf, "cache has no manifest copy; cannot select a split")
+        df = pd.read_csv(mf, dtype={"case_id": str, "split": str})
+        ids &= set(df.loc[df["split"] == split, "case_id"])
+    return sorted(ids)
+
+
+def _signature(path: Path | None) -> list | None:
+    if path is None:
+        return None
+    st = Path(path).stat()
+    return [str(path), st.st_size, st.st_mtime_ns]
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(array))
+
+
+def _clean_partials(d: Path) -> None:
+    if d.is_dir():
+        for p in d.glob(".*.part*"):
+            p.unlink(missing_ok=True)
+
+
+def _up_to_date(d: Path, plan_hash: str, sources: dict) -> bool:
+    pfile = d / "properties.json"
+    if not pfile.is_file():
+        return False
+    try:
+        props = json.loads(pfile.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    if props.get("plan_hash") != plan_hash or props.get("sources") != sources:
+        return False
+    return bool(props.get("skipped")) or ((d / "image.npy").is_file() and (d / "label.npy").is_file())
+
+
+def _process_case(task: dict) -> dict:
+    """Worker: preprocess one case for the requested stages. Returns messages and status."""
+    import torch
+
+    torch.set_num_threads(task["threads"])
+    from ..io import load_volume
+
+    plan = Plan.from_dict(task["plan"])
+    cache_dir, case_id = Path(task["cache"]), task["case_id"]
+    img_path, lab_path = Path(task["image"]), Path(task["label"])
+    sources = {"image": _signature(img_path), "label": _signature(lab_path)}
+    todo = [st for st in task["stages"]
+            if task["force"] or not _up_to_date(_case_dir(cache_dir, st, case_id), plan.hash(), sources)]
+    result = {"case_id": case_id, "done": [], "skipped": {}, "warnings": [], "up_to_date": not todo}
+    if not todo:
+        return result
+    img = load_volume(img_path, kind="image")
+    lab = load_volume(lab_path, kind="label")
+    if img.shape != lab.shape:
+        raise fail(lab_path, f"label shape {lab.shape} differs from the image's {img.shape}")
+    if not np.allclose(img.spacing, lab.spacing, rtol=1e-3):
+        raise fail(lab_path, f"label spacing {lab.spacing} differs from the image's {img.spacing}")
+    base = {"sources": sources, "original_affine": np.asarray(img.affine).tolist(), "plan_hash": plan.hash()}
+    for st in todo:
+        d = _case_dir(cache_dir, st, case_id)
+        d.mkdir(parents=True, exist_ok=True)
+        _clean_partials(d)
+        (d / "properties.json").unlink(missing_ok=True)  # the case is incomplete until rewritten
+        if st == 2 and not (lab.array > 0).any():
+            reason = "empty foreground (no kidney or tumor voxel): no box centre"
+            props = dict(base, case_id=case_id, stage=st, skipped=reason)
+            write_text_atomic(d / "properties.json", json.dumps(props, indent=1))
+            for f in ("image.npy", "label.npy"):
+                (d / f).unlink(missing_ok=True)
+            result["skipped"][st] = reason
+            result["warnings"].append(f"{case_id}: stage 2 skipped: {reason}")
+            continue
+        image, label, props = preprocess_case(img.array, lab.array, img.spacing, plan, st, case_id=case_id)
+        props.update(base)
+        if props.get("padded"):
+            ext = [n * s for n, s in zip(img.shape, img.spacing)]
+            result["warnings"].append(
+                f"{case_id}: the {tuple(round(b) for b in plan.box_size_mm)} mm box reaches outside the "
+                f"{tuple(round(e) for e in ext)} mm volume; padded (image: clip_low_hu, label: 0)")
+        _save_npy(d / "image.npy", image.astype(np.float32, copy=False))
+        _save_npy(d / "label.npy", label.astype(np.uint8, copy=False))
+        write_text_atomic(d / "properties.json", json.dumps(props, indent=1))
+        result["done"].append(st)
+    return result
+
+
+def _cases_from_manifest(manifest_path: Path):
+    from ..data.manifest import case_paths, read_manifest
+
+    df = read_manifest(manifest_path)
+    use = df[~df["excluded"].astype(bool)]
+    if len(use) == 0:
+        raise fail(manifest_path, "no case left after removing excluded rows")
+    if not use["has_image"].astype(bool).any():
+        raise fail(manifest_path, f"no case has a CT image (has_image is false for all {len(use)} cases); "
+                                  "preprocessing needs the images: place imaging.nii.gz beside each "
+                                  "segmentation.nii.gz and rebuild the manifest with `kidneyseg manifest`")
+    cases, missing = [], []
+    for _, row in use.iterrows():
+        image, label = case_paths(row, manifest_path)
+        if image is None or label is None:
+            missing.append(row["case_id"])
+        else:
+            cases.append((row["case_id"], image, label))
+    return df, cases, missing
+
+
+def preprocess_dataset(manifest: str | os.PathLike, plan: Plan | str | os.PathLike, out: str | os.PathLike,
+                       workers: int = 1, force: bool = False, stages: Sequence[int] = STAGES,
+                       progress: bool = True) -> dict:
+    """Build or update a cache from a manifest (what ``kidneyseg preprocess`` runs).
+
+    Args:
+        manifest: manifest CSV (excluded rows skipped; rows without image or label skipped with a
+            warning).
+        plan: a :class:`Plan` or the path of ``plan.json``.
+        out: cache folder (created).
+        workers: parallel processes (each uses ``max(1, 2 // workers)`` torch threads).
+        force: rebuild every case, and accept a plan that differs from the cache's.
+        stages: which stages to build.
+        progress: show a tqdm bar.
+
+    Returns:
+        Summary dict: ``processed``, ``up_to_date``, ``skipped`` (case -> reason), ``warnings``.
+
+    Raises:
+        KidneysegError: changed plan without ``force``, no images, a case that fails to read.
+    """
+    from tqdm.auto import tqdm
+
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers!r}")
+    for st in stages:
+        if st not in STAGES:
+            raise ValueError(f"stages must be among {STAGES}, got {tuple(stages)!r}")
+    plan = plan if isinstance(plan, Plan) else Plan.load(plan)
+    if 2 in stages:
+        plan.require_box()
+    manifest = Path(manifest)
+    df, cases, missing = _cases_from_manifest(manifest)
+    out = ensure_output_dir(out)
+    meta_path = out / "cache.json"
+    meta = _read_json(meta_path) if meta_path.is_file() else {}
+    old = meta.get("plan_hash")
+    if old is not None and old != plan.hash() and not force:
+        raise fail(out, f"cache was built with plan {old}, the given plan is {plan.hash()}; "
+                        "pass --force to re-preprocess every case with the new plan, or use a new --out")
+    meta.update({"format": CACHE_FORMAT, "plan_hash": plan.hash(), "manifest": str(manifest)})
+    meta.setdefault("skipped", {})
+    write_text_atomic(meta_path, json.dumps(meta, indent=1))
+    plan.save(out / "plan.json")
+    cols = [c for c in ("case_id", "split", "excluded", "kidney_ml", "tumor_ml") if c in df.columns]
+    with atomic_path(out / "manifest.csv") as tmp:
+        df[cols].to_csv(tmp, index=False)
+    messages = [f"{c}: no image or label file; skipped" for c in missing]
+    threads = max(1, 2 // workers)
+    tasks = [{"plan": plan.to_dict(), "cache": str(out), "case_id": c, "image": str(i), "label": str(l),
+              "stages": list(stages), "force": force, "threads": threads} for c, i, l in cases]
+    summary = {"processed": [], "up_to_date": [], "skipped": {}, "warnings": messages}
+    errors = []
+
+    def collect(r):
+        (summary["up_to_date"] if r["up_to_date"] else summary["processed"]).append(r["case_id"])
+        for st, why in r["skipped"].items():
+            summary["skipped"][f"{r['case_id']}/stage{st}"] = why
+        summary["warnings"].extend(r["warnings"])
+
+    bar = tqdm(total=len(tasks), desc="preprocess", unit="case", disable=not progress)
+    try:
+        if workers == 1:
+            for t in tasks:
+                try:
+                    collect(_process_case(t))
+                except KidneysegError as exc:
+                    errors.append(str(exc))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                futs = {pool.submit(_process_case, t): t["case_id"] for t in tasks}
+                for f in as_completed(futs):
+                    try:
+                        collect(f.result())
+                    except KidneysegError as exc:
+                        errors.append(str(exc))
+                    bar.update()
+    finally:
+        bar.close()
+        meta["skipped"].update(summary["skipped"])
+        write_text_atomic(meta_path, json.dumps(meta, indent=1))
+    for msg in summary["warnings"]:
+        warnings.warn(msg, stacklevel=2)
+    if errors:
+        more = f" (and {len(errors) - 1} more case(s) failed)" if len(errors) > 1 else ""
+        raise KidneysegError(errors[0] + more)
+    return summary
+
+
+__all__ = ["CACHE_FORMAT", "CachedCase", "list_cases", "load_case", "paste_label_back", "preprocess_case",
+           "preprocess_dataset"]
