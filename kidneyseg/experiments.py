@@ -103,6 +103,50 @@ def validate_model(model_dir: os.PathLike | str, manifest: os.PathLike | str, sp
     return _evaluate_cases(split_cases(manifest, split), predict, pred_dir, tolerance_mm)
 
 
+def choose_postprocessing(model_dir: os.PathLike | str, raw_pred_dir: os.PathLike | str,
+                          manifest: os.PathLike | str, split: str = "val",
+                          out_dir: os.PathLike | str | None = None) -> tuple[str, dict]:
+    """Compare the post-processing strategies on raw validation predictions, store the best in
+    ``MODEL_DIR/postprocess.json`` and (optionally) write the post-processed label maps to ``out_dir``.
+
+    Returns:
+        ``(best strategy, {strategy: {"kidney_dice", "tumor_dice", "mean_dice", "n_cases"}})``.
+    """
+    from .infer.postprocess import DEFAULT_MIN_COMPONENT_ML, best_strategy, compare_strategies, postprocess, save_choice
+    from .io import load_volume, save_like
+
+    cases = split_cases(manifest, split)
+    raw_dir = Path(raw_pred_dir)
+    loaded = []
+    for case_id, _, lab_path in cases:
+        pred_path = raw_dir / f"{case_id}.nii.gz"
+        if not pred_path.exists():
+            raise fail(pred_path, "raw prediction missing; run validate_model(..., postprocess='none') first")
+        loaded.append((case_id, load_volume(pred_path, "label"), load_volume(lab_path, "label")))
+    options = {"min_component_ml": DEFAULT_MIN_COMPONENT_ML}
+    scores = compare_strategies(((p.array, g.array, g.spacing) for _, p, g in loaded), **options)
+    best = best_strategy(scores)
+    save_choice(model_dir, best, scores, **(options if best == "anatomy" else {}))
+    if out_dir is not None:
+        out = ensure_output_dir(out_dir)
+        for case_id, pred, gt in loaded:
+            labels = postprocess(pred.array, gt.spacing, best, **(options if best == "anatomy" else {}))
+            save_like(labels, out / f"{case_id}.nii.gz", gt, kind="label")
+    return best, scores
+
+
+def evaluate_predictions(pred_dir: os.PathLike | str, manifest: os.PathLike | str, split: str = "val",
+                         tolerance_mm: float = 2.0) -> list[dict]:
+    """Per-case metric rows (the ``kidneyseg evaluate`` rows) of ``pred_dir/<case_id>.nii.gz`` against
+    the manifest's labels of ``split``."""
+    from .evaluate.report import evaluate_pair
+
+    rows = []
+    for case_id, _, lab_path in split_cases(manifest, split):
+        rows.append(evaluate_pair(Path(pred_dir) / f"{case_id}.nii.gz", lab_path, tolerance_mm, case_id=case_id))
+    return rows
+
+
 # ------------------------------------------------------------------------------- single stage
 def single_stage_plan(plan_path: os.PathLike | str, out_path: os.PathLike | str) -> Path:
     """A copy of the plan whose stage-1 spacing is the fine target spacing (the whole volume, full resolution)."""

@@ -117,14 +117,14 @@ def prepare_data(out: Path, data_dir: str | None, phantoms: int | None, profile:
         read_manifest(manifest)  # validates
         return Path(manifest).resolve()
     if data_dir is not None:
-        from .data.manifest import build_manifest, write_manifest
+        from .data.manifest import build_manifest
 
         data = Path(data_dir)
         if not data.is_dir():
             raise fail(data, "no such data folder")
         manifest = out / "manifest.csv"
         if not manifest.exists():
-            write_manifest(build_manifest(data), manifest)
+            build_manifest(data, manifest)
         return manifest
     from .data.phantom import write_phantoms
 
