@@ -142,11 +142,15 @@ def prepare_data(out: Path, data_dir: str | None, phantoms: int | None, profile:
 
 
 def notebook_parameters(name: str, profile: dict, out: Path, manifest: Path) -> dict:
-    """The papermill parameters for one notebook: shared settings, its own block, and run paths."""
+    """The papermill parameters for one notebook: shared settings, its own block, and run paths.
+
+    ``{run_dir}`` inside a string value is replaced by the run folder.
+    """
     params = dict(profile.get("shared", {}))
     params.update(profile.get(name, {}))
     params.update(run_dir=str(out), manifest=str(manifest), output_dir=str(out / name))
-    return params
+    # String values may name other steps' outputs as "{run_dir}/02_preprocessing/cache".
+    return {k: v.replace("{run_dir}", str(out)) if isinstance(v, str) else v for k, v in params.items()}
 
 
 def _execute(nb_in: Path, nb_out: Path, params: dict, cwd: Path) -> None:

@@ -182,3 +182,14 @@ def test_committed_manifest(kits19_dir):
     # Tumor sizes balanced across the split.
     med = df.groupby("split").tumor_ml.median()
     assert med["val"] == pytest.approx(med["train"], rel=0.5)
+
+
+def test_phantom_manifest_val_cases_override(tmp_path):
+    from kidneyseg.data.manifest import read_manifest
+    from kidneyseg.data.phantom import write_phantoms
+
+    m = write_phantoms(tmp_path / "ph", 6, 0, progress=False, n_val=2, size=48)
+    df = read_manifest(m)
+    assert (df.split == "val").sum() == 2 and len(df) == 6
+    with pytest.raises(ValueError, match="n_val must be in"):
+        write_phantoms(tmp_path / "ph2", 3, 0, progress=False, n_val=3, size=48)

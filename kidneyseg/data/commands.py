@@ -36,7 +36,8 @@ def _phantom(args: argparse.Namespace) -> int:
     from .phantom import write_phantoms
 
     path = write_phantoms(args.out_dir, args.cases, args.seed, from_labels=args.from_labels,
-                          size=args.size, workers=args.workers, progress=not args.no_progress)
+                          size=args.size, workers=args.workers, progress=not args.no_progress,
+                          n_val=args.val_cases)
     print(f"wrote {path}")
     return 0
 
@@ -73,6 +74,8 @@ def register(subparsers) -> None:
     p.add_argument("--from-labels", metavar="DIR", default=None,
                    help="paint the intensity model into the label maps of this KiTS19-layout folder")
     p.add_argument("--workers", type=int, default=1, help="processes (default: %(default)s)")
+    p.add_argument("--val-cases", type=int, default=None,
+                   help="validation cases in the manifest (default: the thesis's 20 of 210, at least 1)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_phantom)
 

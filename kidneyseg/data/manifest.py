@@ -231,7 +231,7 @@ def n_validation(n_cases: int) -> int:
     return max(n_val, 1) if n_cases >= 5 else n_val
 
 
-def assign_split(df: pd.DataFrame, seed: int = 0) -> pd.Series:
+def assign_split(df: pd.DataFrame, seed: int = 0, n_val: int | None = None) -> pd.Series:
     """Seeded train/val split with tumor sizes balanced across it.
 
     ``n_val = n_validation(len(df))`` (KiTS19: 190/20). The non-excluded cases are sorted by
@@ -241,12 +241,17 @@ def assign_split(df: pd.DataFrame, seed: int = 0) -> pd.Series:
     Excluded cases are never drawn for validation and stay ``train`` (consumers drop them
     through the ``excluded`` column).
 
+    ``n_val`` overrides the number of validation cases (e.g. more for small phantom sets).
+
     Returns:
         A Series of ``"train"``/``"val"`` aligned with ``df``'s index.
     """
     rng = np.random.default_rng(seed)
     split = pd.Series("train", index=df.index, dtype=object)
-    n_val = n_validation(len(df))
+    if n_val is None:
+        n_val = n_validation(len(df))
+    elif not 0 <= int(n_val) < max(len(df), 1):
+        raise ValueError(f"n_val must be in [0, {len(df)}), got {n_val!r}")
     pool = df[~df["excluded"].astype(bool)] if "excluded" in df else df
     n_val = min(n_val, len(pool))
     if n_val == 0:
@@ -284,7 +289,7 @@ def scan_headers(data_dir: os.PathLike | str, base: os.PathLike | str | None = N
 
 def make_manifest(data_dir: os.PathLike | str, base: os.PathLike | str | None = None, *,
                   headers_only: bool = False, workers: int | None = None, seed: int = 0,
-                  progress: bool = True) -> pd.DataFrame:
+                  progress: bool = True, n_val: int | None = None) -> pd.DataFrame:
     """The manifest of ``data_dir`` as a DataFrame (not written), paths relative to ``base``.
 
     Args:
@@ -294,6 +299,7 @@ def make_manifest(data_dir: os.PathLike | str, base: os.PathLike | str | None = 
         workers: processes for the voxel pass (default: CPU count).
         seed: seed of the train/val split.
         progress: show a tqdm bar for the voxel pass.
+        n_val: validation cases (default ``round(n * 20 / 210)``, the thesis's 190/20).
     """
     data_dir = Path(data_dir).absolute()
     base = Path(base).absolute() if base is not None else data_dir
@@ -306,7 +312,7 @@ def make_manifest(data_dir: os.PathLike | str, base: os.PathLike | str | None = 
                 k, t = vols[str(data_dir / c / LABEL_NAME)]
                 df.loc[df.index[i], ["kidney_ml", "tumor_ml"]] = [k, t]
     df = mark_exclusions(df)
-    df["split"] = assign_split(df, seed)
+    df["split"] = assign_split(df, seed, n_val)
     return df[list(COLUMNS)]
 
 
@@ -321,7 +327,7 @@ def write_manifest(df: pd.DataFrame, path: os.PathLike | str) -> Path:
 
 def build_manifest(data_dir: os.PathLike | str, out_path: os.PathLike | str, *,
                    headers_only: bool = False, workers: int | None = None, seed: int = 0,
-                   progress: bool = True) -> Path:
+                   progress: bool = True, n_val: int | None = None) -> Path:
     """Scan ``data_dir`` and write the manifest CSV to ``out_path`` (atomically).
 
     Paths in the CSV are relative to ``out_path``'s folder. See :func:`make_manifest` for the
@@ -332,7 +338,7 @@ def build_manifest(data_dir: os.PathLike | str, out_path: os.PathLike | str, *,
     """
     out_path = Path(out_path).absolute()
     df = make_manifest(data_dir, out_path.parent, headers_only=headers_only, workers=workers,
-                       seed=seed, progress=progress)
+                       seed=seed, progress=progress, n_val=n_val)
     return write_manifest(df, out_path)
 
 

@@ -554,7 +554,7 @@ def _from_label_task(args) -> tuple[str, float]:
 
 def write_phantoms(out_dir: os.PathLike | str, n_cases: int = 8, seed: int = 0,
                    from_labels: os.PathLike | str | None = None, *, workers: int = 1,
-                   progress: bool = True, **opts) -> Path:
+                   progress: bool = True, n_val: int | None = None, **opts) -> Path:
     """Write phantom cases in the KiTS19 layout plus ``OUT_DIR/manifest.csv``.
 
     Args:
@@ -566,6 +566,7 @@ def write_phantoms(out_dir: os.PathLike | str, n_cases: int = 8, seed: int = 0,
         from_labels: a KiTS19-layout folder whose label maps are painted (geometry kept).
         workers: processes (1 = in this process).
         progress: show a progress bar.
+        n_val: validation cases in the manifest (default: the thesis's 20/210 rule).
         **opts: :class:`PhantomOptions` fields for synthetic cases (e.g. ``size=160``).
 
     Returns:
@@ -613,7 +614,7 @@ def write_phantoms(out_dir: os.PathLike | str, n_cases: int = 8, seed: int = 0,
         records = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
                    for r in records]
     write_text_atomic(out_dir / "kits.json", json.dumps(records, indent=1))
-    return build_manifest(out_dir, out_dir / "manifest.csv", workers=1, seed=int(seed), progress=False)
+    return build_manifest(out_dir, out_dir / "manifest.csv", workers=1, seed=int(seed), progress=False, n_val=n_val)
 
 
 __all__ = ["Anatomy", "PhantomOptions", "TISSUE_HU", "TUMOR_CLASSES", "anatomy_from_label", "make_phantom",

@@ -1,1 +1,5 @@
-"""kidneyseg.evaluate"""
+"""kidneyseg.evaluate: KiTS19 metrics (pure functions) and per-case reports (CSV/JSON)."""
+
+from .metrics import case_metrics, dice, hd95, kits_dice, surface_dice, volume_ml
+
+__all__ = ["case_metrics", "dice", "hd95", "kits_dice", "surface_dice", "volume_ml"]

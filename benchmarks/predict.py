@@ -1,0 +1,328 @@
+"""Whole-case prediction on CPU: kidneyseg's cascade (file -> file) against nnU-Net's sliding window.
+
+Both sides use the **same network architecture, weights scheme and patch size**: kidneyseg's U-Net
+with random weights (``--features``/``--stages``; small by default so it runs on a shared 2-core
+CPU). The synthetic KiTS19-like CT comes from the anchor scripts (``../shared/bench/make_volume.py``).
+
+* **kidneyseg**: ``predict_path`` on the ``.nii.gz`` file -> label ``.nii.gz``: load, normalize,
+  stage 1 at ``--stage1-spacing``, ROI box of ``--box-mm`` around the stage-1 foreground, stage 2 at
+  the target spacing with the prior channels, labels back, post-processing, atomic write.
+  Random weights predict random foreground, so the ROI box is centred wherever that lands: its
+  size, not its position, sets the cost.
+* **nnU-Net**: ``nnUNetPredictor.predict_sliding_window_return_logits`` (Gaussian, step 0.5, no
+  mirroring, CPU) over the *whole* volume normalized and resampled to the target spacing (the
+  resampling is done beforehand with kidneyseg's resampler and is not timed, nor is nnU-Net's export
+  of the logits back to full resolution: the anchor side is timed generously).
+
+Each side runs in a fresh process; peak RSS is that process's VmHWM. TTA is off on both sides.
+
+Usage:
+    python benchmarks/predict.py                 # (150, 512, 512) @ (3.0, 0.78, 0.78) mm CT, 4x-coarse grid
+    python benchmarks/predict.py --quick         # tiny, < 60 s (used by the tests)
+    python benchmarks/predict.py --only ours --shape 1059,512,512 --spacing 0.8,0.78,0.78   # memory check
+
+The last line is ``RESULT speedup_vs_nnunet=<x> seconds_per_case=<s> peak_rss_gib=<g>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = Path(os.environ.get("KIDNEYSEG_BENCH", ROOT.parent / "shared" / "bench"))
+sys.path.insert(0, str(ROOT))
+
+#: the thesis's target spacing (z, y, x mm); the benchmark's default runs on a 4x coarser grid
+THESIS_TARGET = (1.0, 0.78, 0.78)
+#: the anchor's intensity statistics (bench_sliding_window.make_input)
+INTENSITY = dict(clip_low_hu=-79.0, clip_high_hu=304.0, mean_hu=100.0, std_hu=75.0)
+
+
+def _ints(s):
+    return tuple(int(v) for v in s.split(","))
+
+
+def _floats(s):
+    return tuple(float(v) for v in s.split(","))
+
+
+def peak_rss_gib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024 ** 2
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+
+
+def network_config(a):
+    from kidneyseg.model.unet import NetworkConfig
+    strides = [[1, 1, 1]] + [[2, 2, 2]] * (a.stages - 1)
+    return NetworkConfig(n_stages=a.stages, base_features=a.features, strides=strides)
+
+
+def make_case(a, work: Path) -> Path:
+    """The synthetic CT as a KiTS19-style .nii.gz (or .nii with --uncompressed)."""
+    import nibabel as nib
+    import numpy as np
+
+    sys.path.insert(0, str(BENCH))
+    import make_volume  # noqa: E402  (the anchor's volume generator)
+
+    img, _ = make_volume.make_volume(a.shape, a.spacing, seed=0)
+    dz, dy, dx = a.spacing
+    aff = np.array([[0, 0, -dx, 0], [0, -dy, 0, 0], [-dz, 0, 0, 0], [0, 0, 0, 1]], float)
+    path = work / ("imaging.nii" if a.uncompressed else "imaging.nii.gz")
+    nib.save(nib.Nifti1Image(img, aff), str(path))
+    return path
+
+
+def make_model(a, work: Path) -> Path:
+    import torch
+
+    from kidneyseg.model.unet import build_unet
+    from kidneyseg.preprocess.plan import Plan
+    from kidneyseg.train.checkpoint import save_checkpoint
+    from kidneyseg.train.config import TrainConfig, save_config
+
+    model = work / "model"
+    model.mkdir(exist_ok=True)
+    Plan(**INTENSITY, target_spacing=a.target_spacing, stage1_spacing=a.stage1_spacing, box_size_mm=a.box_mm).save(
+        model / "plan.json")
+    for stage in (1, 2):
+        cfg = TrainConfig(stage=stage, network=network_config(a), patch_size=list(a.patch))
+        torch.manual_seed(stage)
+        d = model / f"stage{stage}"
+        d.mkdir(exist_ok=True)
+        save_config(cfg, d / "config.json")
+        save_checkpoint(d / "checkpoint_last.pt", {"model": build_unet(cfg.network).state_dict(),
+                                                   "config": cfg.to_json()})
+    return model
+
+
+class Counter:
+    """Wraps a network: counts windows and time spent in forward()."""
+
+    def __init__(self, net):
+        self.net, self.windows, self.fwd_s = net, 0, 0.0
+
+    def __call__(self, x):
+        t0 = time.perf_counter()
+        y = self.net(x)
+        self.fwd_s += time.perf_counter() - t0
+        self.windows += int(x.shape[0])
+        return y
+
+
+def worker_ours(a, case: Path, model_dir: Path) -> dict:
+    import torch
+
+    from kidneyseg.infer import cascade
+
+    torch.set_num_threads(a.threads)
+    counters = []
+    orig_load = cascade.CascadeModel.load.__func__
+
+    def load(cls, *args, **kw):  # count windows of both stages
+        m = orig_load(cls, *args, **kw)
+        m.stage1, m.stage2 = Counter(m.stage1), Counter(m.stage2)
+        counters.extend([m.stage1, m.stage2])
+        return m
+
+    cascade.CascadeModel.load = classmethod(load)
+    out = case.parent / "pred.nii.gz"
+    t0 = time.perf_counter()
+    res = cascade.predict_path(case, out, model_dir, overlap=0.5, overwrite=True, progress=False,
+                               log=lambda s: print("    " + s, flush=True))
+    dt = time.perf_counter() - t0
+    r = res[0]
+    return {"method": "kidneyseg", "seconds": dt, "windows": sum(c.windows for c in counters),
+            "forward_s": sum(c.fwd_s for c in counters), "peak_rss_gib": peak_rss_gib(),
+            "stages": {k: round(v, 2) for k, v in r.items() if isinstance(v, float)}}
+
+
+def worker_nnunet(a, case: Path, model_dir: Path) -> dict:
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(BENCH))
+    import bench_sliding_window as anchor  # noqa: E402
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from kidneyseg.io import load_volume
+    from kidneyseg.model.unet import build_unet
+    from kidneyseg.preprocess.intensity import normalize
+    from kidneyseg.preprocess.resample import resample_image
+
+    torch.set_num_threads(a.threads)
+    vol = load_volume(case)
+    x = normalize(vol.array, **{k.replace("_hu", ""): v for k, v in INTENSITY.items()}, out=vol.array)
+    x = resample_image(x, vol.spacing, a.target_spacing)
+    del vol
+    plans = anchor.build_plans(a.patch, a.target_spacing)
+    plans["configurations"]["3d_fullres"]["patch_size"] = list(a.patch)  # exactly our patch
+    pm = PlansManager(plans)
+    cm = pm.get_configuration("3d_fullres")
+    dataset_json = {"labels": anchor.LABELS, "channel_names": {"0": "CT"}, "numTraining": 0,
+                    "file_ending": ".nii.gz"}
+    torch.manual_seed(1)
+    net = build_unet(network_config(a)).eval()  # the same architecture as our stages (1 input channel)
+    counter = Counter(net)
+
+    class Wrap(torch.nn.Module):  # nnUNetPredictor calls .to()/.eval() on its network
+        def __init__(self):
+            super().__init__()
+            self.inner = net
+
+        def forward(self, t):
+            return counter(t)
+
+    pred = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                           perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
+                           allow_tqdm=False)
+    pred.manual_initialization(Wrap(), pm, cm, None, dataset_json, "nnUNetTrainer",
+                               inference_allowed_mirroring_axes=(0, 1, 2))
+    xt = torch.from_numpy(np.ascontiguousarray(x))[None]
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        logits = pred.predict_sliding_window_return_logits(xt)
+        dt = time.perf_counter() - t0
+    return {"method": "nnunet", "seconds": dt, "windows": counter.windows, "forward_s": counter.fwd_s,
+            "peak_rss_gib": peak_rss_gib(), "resampled_shape": list(x.shape),
+            "logits": f"{tuple(logits.shape)} {logits.dtype}"}
+
+
+def projected_windows(shape, spacing, patch, target, stage1, box_mm, overlap=0.5) -> tuple[int, int]:
+    """Windows each side needs for a case, from geometry alone: (kidneyseg stage 1 + ROI box, nnU-Net whole volume).
+
+    Assumes the box lies inside the volume; volumes smaller than a patch count one window per axis.
+    """
+    import math
+
+    from kidneyseg.infer.sliding_window import window_starts
+
+    def count(vox):
+        return math.prod(len(window_starts(max(v, p), p, overlap)) for v, p in zip(vox, patch))
+
+    fov = [n * s for n, s in zip(shape, spacing)]
+    whole = [max(1, round(f / t)) for f, t in zip(fov, target)]
+    coarse = [max(1, round(f / t)) for f, t in zip(fov, stage1)]
+    box = [max(1, round(min(b, f) / t)) for b, f, t in zip(box_mm, fov, target)]
+    return count(coarse) + count(box), count(whole)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", type=_ints, default=(150, 512, 512), help="CT z,y,x voxels")
+    ap.add_argument("--spacing", type=_floats, default=(3.0, 0.78, 0.78), help="CT spacing z,y,x mm")
+    ap.add_argument("--patch", type=_ints, default=(16, 32, 32),
+                    help="patch z,y,x (both sides; default = 64x128x128 at the thesis grid, scaled 4x down)")
+    ap.add_argument("--features", type=int, default=8, help="U-Net base features (both sides)")
+    ap.add_argument("--stages", type=int, default=4, help="U-Net stages (both sides)")
+    ap.add_argument("--target-spacing", type=_floats, default=(4.0, 3.12, 3.12),
+                    help="stage-2 / nnU-Net spacing z,y,x mm (default: 4x the thesis's 1.0,0.78,0.78 so the "
+                         "run fits a shared 2-core CPU; the window ratio at the thesis grid is printed too)")
+    ap.add_argument("--stage1-spacing", type=_floats, default=(10.0, 7.8, 7.8),
+                    help="stage-1 spacing z,y,x mm (default 2.5x the target)")
+    ap.add_argument("--box-mm", type=_floats, default=(216.0, 180.0, 296.0),
+                    help="ROI box z,y,x mm (default: the all-foreground box of the 210 KiTS19 labels)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", choices=["ours", "nnunet"], help="run one side only")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per side, alternating; each side's fastest run is used (default 1)")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes for a test run (< 60 s)")
+    ap.add_argument("--uncompressed", action="store_true", help="write the CT as .nii (faster to make)")
+    ap.add_argument("--worker", choices=["ours", "nnunet"], help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.quick and not a.worker:
+        a.shape, a.spacing, a.patch, a.features, a.stages = (40, 192, 192), (3.0, 0.78, 0.78), (16, 32, 32), 4, 3
+        a.box_mm = (60.0, 60.0, 60.0)
+    if a.worker:
+        work = Path(a.work)
+        fn = worker_ours if a.worker == "ours" else worker_nnunet
+        print("RESULT_JSON " + json.dumps(fn(a, next(work.glob("imaging.nii*")), work / "model")), flush=True)
+        return 0
+
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')} host={platform.node()} cpus={os.cpu_count()} threads={a.threads} "
+          f"shape={a.shape} spacing={a.spacing} patch={a.patch} features={a.features} stages={a.stages} "
+          f"box_mm={a.box_mm} target={a.target_spacing} stage1={a.stage1_spacing} (machine shared with other jobs)",
+          flush=True)
+    results: dict[str, list[dict]] = {"ours": [], "nnunet": []}
+    with tempfile.TemporaryDirectory(prefix="kidneyseg-bench-") as tmp:
+        work = Path(tmp)
+        t0 = time.perf_counter()
+        make_case(a, work)
+        make_model(a, work)
+        print(f"# synthetic case and random-weight model written in {time.perf_counter() - t0:.1f} s", flush=True)
+        sides = [a.only] if a.only else ["ours", "nnunet"]
+        # sides alternate (ours, nnunet, ours, ...) so load from other jobs hits both alike
+        for side in [s for _ in range(a.repeat) for s in sides]:
+            csv = lambda v: ",".join(str(x) for x in v)  # noqa: E731
+            cmd = [sys.executable, __file__, "--worker", side, "--work", str(work), "--shape", csv(a.shape),
+                   "--spacing", csv(a.spacing), "--patch", csv(a.patch), "--features", str(a.features),
+                   "--stages", str(a.stages), "--stage1-spacing", csv(a.stage1_spacing),
+                   "--target-spacing", csv(a.target_spacing), "--box-mm", csv(a.box_mm),
+                   "--threads", str(a.threads)]
+            p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(a.threads)})
+            lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT_JSON ")]
+            for ln in p.stdout.splitlines():
+                if not ln.startswith("RESULT_JSON "):
+                    print(ln)
+            if p.returncode != 0 or not lines:
+                if side == "nnunet" and "No module named 'nnunetv2'" in p.stderr:
+                    print("# nnunetv2 is not installed: anchor side skipped")
+                    continue
+                print(p.stderr[-3000:], file=sys.stderr)
+                print(f"RESULT failed side={side} rc={p.returncode}")
+                return 1
+            r = json.loads(lines[-1][len("RESULT_JSON "):])
+            r["load_avg"] = round(os.getloadavg()[0], 1)
+            results[side].append(r)
+
+    print("\n| method | what is timed | windows | seconds | in forward() s | s / window | peak RSS GiB | load avg |")
+    print("|---|---|---|---|---|---|---|---|")
+    for side, what in (("ours", "file -> file, whole cascade"),
+                       ("nnunet", "sliding window over the resampled volume only")):
+        for r in results[side]:
+            print(f"| {r['method']} | {what} | {r['windows']} | {r['seconds']:.1f} | {r['forward_s']:.1f} "
+                  f"| {r['forward_s'] / max(r['windows'], 1):.2f} | {r['peak_rss_gib']:.2f} | {r['load_avg']} |")
+    if results["ours"]:
+        print("\nkidneyseg stages (s): " + ", ".join(f"{k} {v}" for k, v in results["ours"][-1]["stages"].items()))
+    if results["nnunet"]:
+        r = results["nnunet"][-1]
+        print(f"nnU-Net resampled volume: {tuple(r['resampled_shape'])}, logits {r['logits']}")
+    ours_w, nn_w = projected_windows(a.shape, a.spacing, a.patch, a.target_spacing, a.stage1_spacing, a.box_mm)
+    t_ours, t_nn = projected_windows(a.shape, a.spacing, a.patch, THESIS_TARGET,
+                                     tuple(2.5 * t for t in THESIS_TARGET), a.box_mm)
+    print(f"windows from geometry: this run {ours_w} vs {nn_w} (ratio {nn_w / ours_w:.2f}); at the thesis's "
+          f"{THESIS_TARGET} mm grid with the same patch: {t_ours} vs {t_nn} (ratio {t_nn / t_ours:.2f})")
+    def med(side, key):
+        """The value of the side's fastest run (least disturbed by other jobs on a shared machine)."""
+        if not results[side]:
+            return float("nan")
+        return min(results[side], key=lambda r: r["seconds"])[key]
+
+    speed = med("nnunet", "seconds") / med("ours", "seconds")
+    if results["ours"] and results["nnunet"]:
+        # the same ratio with both sides charged nnU-Net's measured seconds per window (load-insensitive)
+        spw = med("nnunet", "forward_s") / med("nnunet", "windows")
+        nn = med("nnunet", "windows") * spw + med("nnunet", "seconds") - med("nnunet", "forward_s")
+        ours = med("ours", "windows") * spw + med("ours", "seconds") - med("ours", "forward_s")
+        print(f"speedup at equal seconds per window ({spw:.2f} s, nnU-Net's): {nn / ours:.2f}")
+    print(f"RESULT speedup_vs_nnunet={speed:.2f} seconds_per_case={med('ours', 'seconds'):.1f} "
+          f"peak_rss_gib={max((r['peak_rss_gib'] for r in results['ours']), default=float('nan')):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""The two-stage cascade at inference: a CT volume in, a label map in the input's exact geometry out.
+
+Data flow for one case (all arrays (z, y, x)):
+
+1. **stage 1**: the whole CT (HU, canonical layout, original spacing) resampled to
+   ``plan.stage1_spacing`` and normalized with the plan -> sliding window -> coarse uint8 labels,
+   upsampled to the original grid (labels only, nearest);
+2. **ROI**: the plan's fixed box (``box_size_mm``, the thesis's section 3.4) centred on the
+   bounding-box centre of the stage-1 foreground; with an empty stage-1 prediction, at the
+   volume's centre (a warning says so). Only the box is read from the original grid and resampled
+   to ``plan.target_spacing`` (padded where it leaves the volume), exactly as the training cache
+   does it (:func:`kidneyseg.preprocess.cache.preprocess_case`);
+3. **stage 2**: image + one-hot stage-1 prior (kidney, tumor) of the box -> sliding window
+   (optional mirror TTA) -> uint8 labels;
+4. the labels go back onto the original grid (nearest; background outside the box,
+   :func:`kidneyseg.preprocess.cache.paste_label_back`) and are post-processed.
+
+Nothing of size ``K x original volume`` is ever created: probabilities exist only at network
+resolution inside the sliding window (see :mod:`kidneyseg.infer.sliding_window`).
+
+>>> model = CascadeModel.load("runs/demo/model")                 # doctest: +SKIP
+>>> labels, timings = predict_volume(load_volume("ct.nii.gz"), model)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import fail
+from ..io import Volume
+from .postprocess import get_strategy, load_choice, postprocess
+from .sliding_window import check_overlap, sliding_window_predict
+
+
+@dataclass
+class CascadeModel:
+    """Both stages of a model directory, ready to predict.
+
+    Attributes:
+        plan: the preprocessing :class:`~kidneyseg.preprocess.plan.Plan` (``MODEL_DIR/plan.json``).
+        stage1, stage2: networks in eval mode on ``device``.
+        patch1, patch2: their patch sizes (z, y, x) in voxels.
+        postprocess: ``(strategy name, options)``.
+        device: where the networks run.
+    """
+
+    plan: object
+    stage1: torch.nn.Module
+    stage2: torch.nn.Module
+    patch1: tuple[int, int, int]
+    patch2: tuple[int, int, int]
+    postprocess: tuple[str, dict] = ("anatomy", {})
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @classmethod
+    def load(cls, model_dir: os.PathLike | str, device: str | torch.device = "cpu",
+             postprocess: str | None = None) -> "CascadeModel":
+        """Load ``MODEL_DIR/{plan.json, stage1/, stage2/, postprocess.json}``.
+
+        Args:
+            model_dir: the model directory.
+            device: ``"cpu"`` or ``"cuda"`` (or a torch device).
+            postprocess: a strategy name overriding ``postprocess.json`` (e.g. ``"none"``).
+
+        Raises:
+            KidneysegError: missing parts, unusable device.
+        """
+        from ..preprocess.plan import Plan
+        from ..train.checkpoint import load_model
+
+        model_dir = Path(model_dir)
+        if not model_dir.is_dir():
+            raise fail(model_dir, "model folder not found")
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise fail(None, "--device cuda requested but no CUDA device is available")
+        for part in ("plan.json", "stage1", "stage2"):
+            if not (model_dir / part).exists():
+                raise fail(model_dir / part, "missing from the model folder (needs plan.json, stage1/, stage2/)")
+        plan = Plan.load(model_dir / "plan.json")
+        net1, cfg1 = load_model(model_dir / "stage1", device=dev)
+        net2, cfg2 = load_model(model_dir / "stage2", device=dev)
+        if cfg1.network.in_channels != 1 or cfg2.network.in_channels != 3:
+            raise fail(model_dir, f"stage input channels must be 1 and 3, got {cfg1.network.in_channels} and "
+                                  f"{cfg2.network.in_channels}")
+        name, opts = load_choice(model_dir)
+        if postprocess is not None and postprocess != name:
+            get_strategy(postprocess)
+            name, opts = postprocess, {}  # the strategy's own defaults
+        return cls(plan, net1, net2, tuple(cfg1.patch_size), tuple(cfg2.patch_size), (name, opts), dev)
+
+
+# ------------------------------------------------------------------------------------ predict
+def _stage_bar(progress: bool, case_id: str):
+    return tqdm(total=5, desc=case_id, unit="stage", disable=not progress, leave=False)
+
+
+def predict_volume(volume: Volume, model: CascadeModel, overlap: float = 0.5, tta: bool = False,
+                   batch_size: int = 1, progress: bool = True,
+                   case_id: str = "case") -> tuple[np.ndarray, dict[str, float]]:
+    """Segment one CT volume with the cascade.
+
+    Args:
+        volume: canonical CT :class:`~kidneyseg.io.Volume` (float32 HU); not modified.
+        model: a loaded :class:`CascadeModel`.
+        overlap: sliding-window overlap in [0, 1).
+        tta: mirror test-time augmentation (all 8 flips) in stage 2.
+        batch_size: windows per network call.
+        progress: tqdm bars per stage and per sliding window.
+        case_id: name shown in progress and messages.
+
+    Returns:
+        ``(labels, timings)``: uint8 (z, y, x) labels on ``volume``'s grid and seconds per stage
+        (``stage1``, ``roi``, ``stage2``, ``postprocess``).
+    """
+    from ..preprocess.cache import paste_label_back, preprocess_case
+    from ..preprocess.roi import foreground_center
+    from ..train.prior import prior_channels
+
+    overlap = check_overlap(overlap)
+    plan = model.plan
+    img = volume.array
+    if img.ndim != 3:
+        raise fail(case_id, f"expected a 3D volume, got shape {img.shape}")
+    spacing = tuple(float(s) for s in volume.spacing)
+    shape = tuple(int(s) for s in img.shape)
+    t: dict[str, float] = {}
+    bar = _stage_bar(progress, case_id)
+    sw = dict(overlap=overlap, batch_size=batch_size, device=model.device, progress=progress)
+
+    # --- stage 1: whole volume at the coarse spacing (the cache's own preprocessing function)
+    t0 = time.perf_counter()
+    bar.set_postfix_str("stage 1")
+    x1, _, props1 = preprocess_case(img, None, spacing, plan, 1, case_id=case_id)
+    coarse = sliding_window_predict(torch.from_numpy(x1)[None], model.stage1, model.patch1,
+                                    desc=f"{case_id} stage 1", **sw).labels
+    del x1
+    prior_full = paste_label_back(coarse, props1)  # uint8 labels on the original grid (nearest)
+    t["stage1"] = time.perf_counter() - t0
+    bar.update(1)
+
+    # --- ROI: the plan's fixed box centred on the stage-1 foreground, at the target spacing
+    t0 = time.perf_counter()
+    bar.set_postfix_str("roi")
+    center = foreground_center(prior_full)
+    if center is None:
+        center = tuple((n - 1) / 2.0 for n in shape)
+        warnings.warn(f"{case_id}: stage 1 found no kidney; stage 2 runs on a box at the volume's centre",
+                      stacklevel=2)
+    x2, p2, props2 = preprocess_case(img, prior_full, spacing, plan, 2, center=center, case_id=case_id)
+    del prior_full
+    inp = torch.cat([torch.from_numpy(x2)[None], prior_channels(torch.from_numpy(p2))], 0)
+    del x2, p2
+    t["roi"] = time.perf_counter() - t0
+    bar.update(1)
+
+    # --- stage 2
+    t0 = time.perf_counter()
+    bar.set_postfix_str("stage 2")
+    fine = sliding_window_predict(inp, model.stage2, model.patch2, mirror_axes=(0, 1, 2) if tta else None,
+                                  desc=f"{case_id} stage 2", **sw).labels
+    del inp
+    t["stage2"] = time.perf_counter() - t0
+    bar.update(1)
+
+    # --- back to the original grid (nearest, 0 outside the box), post-process (foreground box only)
+    t0 = time.perf_counter()
+    bar.set_postfix_str("postprocess")
+    labels = paste_label_back(fine, props2)
+    name, opts = model.postprocess
+    labels = postprocess(labels, spacing, name, **opts)
+    t["postprocess"] = time.perf_counter() - t0
+    bar.update(2)
+    bar.close()
+    return labels, t
+
+
+# --------------------------------------------------------------------------------- many files
+def _is_nifti(p: Path) -> bool:
+    return p.is_file() and (p.name.endswith(".nii.gz") or p.name.endswith(".nii"))
+
+
+def _case_id(p: Path) -> str:
+    name = p.name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _has_dicom(folder: Path) -> bool:
+    files = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")]
+    return bool(files) and not any(_is_nifti(f) for f in files)
+
+
+def list_inputs(path: os.PathLike | str) -> list[tuple[str, Path]]:
+    """The cases under ``path``, sorted by case id.
+
+    ``path`` may be a NIfTI file, a DICOM series folder, or a folder of cases: NIfTI files
+    (``<id>.nii.gz``), KiTS19 case folders (``<id>/imaging.nii.gz``) or DICOM series folders
+    (``<id>/*.dcm``).
+
+    Raises:
+        KidneysegError: nothing usable found.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise fail(path, "no such file or folder")
+    if path.is_file():
+        if not _is_nifti(path):
+            raise fail(path, "input must be a .nii/.nii.gz file, a DICOM series folder or a folder of cases")
+        return [(_case_id(path), path)]
+    entries = sorted(e for e in path.iterdir() if not e.name.startswith("."))
+    cases: dict[str, Path] = {}
+    for e in entries:
+        if _is_nifti(e):
+            cases[_case_id(e)] = e
+        elif e.is_dir():
+            if (e / "imaging.nii.gz").is_file():
+                cases[e.name] = e / "imaging.nii.gz"
+            elif _has_dicom(e):
+                cases[e.name] = e
+    if cases:
+        return sorted(cases.items())
+    if any(e.is_file() for e in entries):  # a folder of DICOM slices: one series
+        return [(path.name, path)]
+    raise fail(path, "no CT found (expected .nii.gz files, case_XXXXX/imaging.nii.gz or DICOM folders)")
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    """``"i/N"`` -> ``(i, N)`` with ``0 <= i < N``; ``None`` -> ``(0, 1)``."""
+    if spec is None:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in str(spec).split("/"))
+    except ValueError:
+        raise ValueError(f"shard must look like i/N (e.g. 0/4), got {spec!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard i/N needs 0 <= i < N, got {spec!r}")
+    return i, n
+
+
+def shard_cases(cases: Sequence[tuple[str, Path]], spec: str | None) -> list[tuple[str, Path]]:
+    """The i-th of N disjoint, deterministic subsets: sorted by case id, every N-th from the i-th."""
+    i, n = parse_shard(spec)
+    return sorted(cases)[i::n]
+
+
+def output_path(case_id: str, output: Path, single: bool) -> Path:
+    """Where a case's labels go: ``output`` itself for one input named ``*.nii[.gz]``, else ``output/<id>.nii.gz``."""
+    if single and (output.name.endswith(".nii.gz") or output.name.endswith(".nii")):
+        return output
+    return output / f"{case_id}.nii.gz"
+
+
+def predict_path(input_path: os.PathLike | str, output: os.PathLike | str, model_dir: os.PathLike | str,
+                 device: str = "cpu", tta: bool = False, shard: str | None = None, overlap: float = 0.5,
+                 batch_size: int = 1, overwrite: bool = False, postprocess_name: str | None = None,
+                 progress: bool = True, log=print) -> list[dict]:
+    """Predict every case under ``input_path`` (file, DICOM folder or folder of cases) into ``output``.
+
+    Outputs are written atomically with the input's exact shape and affine; an existing output is
+    skipped (complete by construction) unless ``overwrite``. ``shard="i/N"`` takes the i-th of N
+    disjoint subsets. One timing line per case goes to ``log``.
+
+    Returns:
+        One dict per case: ``case_id``, ``output``, ``status`` (``"done"`` or ``"skipped"``), timings.
+    """
+    from ..io import load_volume, save_like
+
+    check_overlap(overlap)
+    parse_shard(shard)
+    if postprocess_name is not None:
+        get_strategy(postprocess_name)
+    cases = list_inputs(input_path)
+    output = Path(output)
+    single = Path(input_path).is_file() or (len(cases) == 1 and cases[0][1] == Path(input_path))
+    if not single and (output.name.endswith(".nii.gz") or output.name.endswith(".nii")):
+        raise fail(output, f"{len(cases)} inputs need an output folder, not a file name")
+    todo = shard_cases(cases, shard)
+    model = None
+    results = []
+    for cid, path in tqdm(todo, desc="predict", unit="case", disable=not progress or len(todo) < 2):
+        out = output_path(cid, output, single)
+        if out.exists() and not overwrite:
+            results.append({"case_id": cid, "output": str(out), "status": "skipped"})
+            log(f"{cid}: {out} exists, skipped")
+            continue
+        if model is None:
+            model = CascadeModel.load(model_dir, device, postprocess_name)
+        t0 = time.perf_counter()
+        vol = load_volume(path, kind="image")
+        t_load = time.perf_counter() - t0
+        labels, t = predict_volume(vol, model, overlap=overlap, tta=tta, batch_size=batch_size,
+                                   progress=progress, case_id=cid)
+        t1 = time.perf_counter()
+        save_like(labels, out, vol, kind="label")
+        t_write = time.perf_counter() - t1
+        total = time.perf_counter() - t0
+        timings = {"load": t_load, **t, "write": t_write, "total": total}
+        log(f"{cid}: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + f" -> {out}")
+        results.append({"case_id": cid, "output": str(out), "status": "done", **timings})
+    return results
+
+
+__all__ = ["CascadeModel", "list_inputs", "output_path", "parse_shard", "predict_path", "predict_volume",
+           "shard_cases"]

@@ -1,0 +1,86 @@
+"""kidneyseg.infer.postprocess: strategies on hand-built label maps, comparison, stored choice."""
+
+import json
+
+import numpy as np
+import pytest
+
+from kidneyseg.errors import KidneysegError
+from kidneyseg.infer.postprocess import (STRATEGIES, choose_for_model, compare_strategies, get_strategy,
+                                         load_choice, postprocess, save_choice)
+
+from .conftest import kits_affine
+
+SP = (1.0, 1.0, 1.0)  # 1 voxel = 0.001 ml
+
+
+def anatomy_case():
+    """Two kidneys (1000 and 512 voxels), a tumor inside the first, a tumor island, a kidney island."""
+    lab = np.zeros((20, 20, 40), np.uint8)
+    lab[2:12, 2:12, 2:12] = 1          # left kidney, 1000 voxels
+    lab[5:8, 5:8, 10:14] = 2           # tumor touching/inside it
+    lab[2:10, 2:10, 26:34] = 1         # right kidney, 512 voxels
+    lab[15:17, 15:17, 18:20] = 2       # tumor island away from kidneys (8 voxels)
+    lab[15:18, 2:5, 20:23] = 1         # kidney island (27 voxels)
+    return lab
+
+
+def test_anatomy_keeps_two_kidneys_and_attached_tumor():
+    lab = anatomy_case()
+    out = postprocess(lab, SP, "anatomy", min_component_ml=0.1)
+    assert out[15:17, 15:17, 18:20].sum() == 0 and out[15:18, 2:5, 20:23].sum() == 0
+    np.testing.assert_array_equal(out[:, :, :16], lab[:, :, :16] * (np.arange(20)[:, None, None] < 14))
+    assert (out == 2).sum() == (lab[5:8, 5:8, 10:14] == 2).sum()
+    assert (out[2:10, 2:10, 26:34] == 1).all()
+    # a second kidney smaller than the threshold goes
+    out = postprocess(lab, SP, "anatomy", min_component_ml=0.6)
+    assert out[:, :, 24:].sum() == 0 and (out == 2).sum() == 36
+    assert lab[15, 15, 18] == 2  # input untouched
+
+
+def test_thesis_largest_and_nnunet_per_class():
+    lab = anatomy_case()
+    largest = postprocess(lab, SP, "largest")
+    assert largest[:, :, 24:].sum() == 0 and (largest > 0).sum() == 1000 + 36 - 18  # tumor overlaps 18 kidney voxels
+    per_class = postprocess(lab, SP, "largest_per_class")
+    assert (per_class == 1).sum() == (lab[:, :, :16] == 1).sum()  # largest kidney-label component only
+    assert (per_class == 2).sum() == 36 and per_class[15, 15, 18] == 0
+    np.testing.assert_array_equal(postprocess(lab, SP, "none"), lab)
+    empty = np.zeros((4, 4, 4), np.uint8)
+    for name in STRATEGIES:
+        assert postprocess(empty, SP, name).sum() == 0
+
+
+def test_unknown_strategy_lists_valid_names():
+    with pytest.raises(ValueError, match="valid: anatomy, largest, largest_per_class, none"):
+        get_strategy("biggest")
+
+
+def test_compare_and_store_choice(tmp_path, write_nifti):
+    gt = anatomy_case()
+    gt[15:17, 15:17, 18:20] = 0
+    gt[15:18, 2:5, 20:23] = 0
+    pred = anatomy_case()  # reference + two false-positive islands
+    scores = compare_strategies([(pred, gt, SP)], min_component_ml=0.1)
+    assert scores["anatomy"]["mean_dice"] == 1.0
+    assert scores["largest"]["kidney_dice"] < scores["anatomy"]["kidney_dice"]
+    assert scores["none"]["tumor_dice"] < 1.0
+    aff = kits_affine(SP)
+    write_nifti(pred, aff, "pred/case_00000.nii.gz", np.uint8)
+    write_nifti(gt, aff, "gt/case_00000/segmentation.nii.gz", np.uint8)
+    best, _ = choose_for_model(tmp_path / "pred", tmp_path / "gt", tmp_path / "model", min_component_ml=0.1)
+    assert best == "anatomy"
+    assert load_choice(tmp_path / "model") == ("anatomy", {"min_component_ml": 0.1})
+    assert json.loads((tmp_path / "model" / "postprocess.json").read_text())["scores"]["none"]["n_cases"] == 1
+
+
+def test_load_choice_default_and_errors(tmp_path):
+    assert load_choice(tmp_path)[0] == "anatomy"
+    save_choice(tmp_path, "largest")
+    assert load_choice(tmp_path) == ("largest", {})
+    (tmp_path / "postprocess.json").write_text(json.dumps({"strategy": "nope"}))
+    with pytest.raises(KidneysegError, match="unknown post-processing strategy 'nope'"):
+        load_choice(tmp_path)
+    (tmp_path / "postprocess.json").write_text(json.dumps({"strategy": "none", "colour": 1}))
+    with pytest.raises(KidneysegError, match="unknown keys"):
+        load_choice(tmp_path)
