@@ -136,7 +136,7 @@ def prepare_data(out: Path, data_dir: str | None, phantoms: int | None, profile:
     wanted = {"cases": n, "seed": seed, **opts}
     if marker.exists() and json.loads(marker.read_text()) == wanted:
         return out / "data" / "manifest.csv"
-    manifest = Path(write_phantoms(out / "data", n, seed, **opts))
+    manifest = Path(write_phantoms(out / "data", n, seed, progress=sys.stderr.isatty(), **opts))
     write_text_atomic(marker, json.dumps(wanted, sort_keys=True))
     return manifest
 
@@ -157,6 +157,8 @@ def _execute(nb_in: Path, nb_out: Path, params: dict, cwd: Path) -> None:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    declared = pm.inspect_notebook(str(nb_in))  # pass only what the notebook's parameters cell declares
+    params = {k: v for k, v in params.items() if k in declared}
     try:
         pm.execute_notebook(str(nb_in), str(nb_out), parameters=params, cwd=str(cwd),
                             progress_bar=sys.stderr.isatty(), kernel_name="python3", log_output=False)

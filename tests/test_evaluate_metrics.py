@@ -143,3 +143,14 @@ def test_real_labels_against_official_definition(real_label):
     assert vals[0] == 1.0 and vals[1] > 0.95 and vals[1] > vals[2] > vals[3]
     h = [hd95(np.roll(fg, s, axis=2), fg, sp) for s in (2, 8)]
     assert h[0] <= 2 * sp[2] + 1e-6 and h[1] == pytest.approx(8 * sp[2], rel=0.2)
+
+
+def test_volumes_use_the_kits_kidney_region():
+    from kidneyseg.evaluate.metrics import case_metrics
+
+    lab = np.zeros((4, 4, 4), np.uint8)
+    lab[0, :2, :2] = 1  # 4 voxels kidney
+    lab[1, :1, :1] = 2  # 1 voxel tumor
+    m = case_metrics(lab, lab, (2.0, 1.0, 1.0))
+    assert m["kidney_ml"] == pytest.approx(5 * 2.0 / 1000) and m["gt_kidney_ml"] == pytest.approx(5 * 2.0 / 1000)
+    assert m["tumor_ml"] == pytest.approx(2.0 / 1000)

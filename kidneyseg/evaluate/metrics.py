@@ -247,8 +247,9 @@ def case_metrics(pred_labels: np.ndarray, gt_labels: np.ndarray, spacing: Sequen
     Returns:
         ``kidney_dice, tumor_dice, mean_dice, kidney_label_dice, tumor_label_dice,
         kidney_surface_dice, tumor_surface_dice, kidney_hd95, tumor_hd95, kidney_ml, tumor_ml,
-        gt_kidney_ml, gt_tumor_ml``. ``kidney_ml``/``tumor_ml`` are the *predicted* volumes of
-        labels 1 and 2 (ml); ``gt_*`` the reference's. ``kidney_label_dice`` is label 1 alone.
+        gt_kidney_ml, gt_tumor_ml``. ``kidney_ml`` is the *predicted* kidney region (labels 1 and
+        2, as KiTS19 and the manifest define kidney) and ``tumor_ml`` label 2, in ml; ``gt_*`` the
+        reference's. ``kidney_label_dice`` is label 1 alone.
     """
     _check_pair(pred_labels, gt_labels)
     sp = _check_spacing(spacing)
@@ -267,9 +268,10 @@ def case_metrics(pred_labels: np.ndarray, gt_labels: np.ndarray, spacing: Sequen
             s = surface_distances(p, g, sp)
             out[f"{region}_surface_dice"] = _surface_dice_from(s, tolerance_mm)
             out[f"{region}_hd95"] = _hd_from(s)
-    out["kidney_ml"] = volume_ml(pred_labels == 1, sp)
+    # "kidney" is the KiTS19 kidney region (kidney + tumor), as in the manifest and the Dice.
+    out["kidney_ml"] = volume_ml(pred_labels > 0, sp)
     out["tumor_ml"] = volume_ml(pred_labels == 2, sp)
-    out["gt_kidney_ml"] = volume_ml(gt_labels == 1, sp)
+    out["gt_kidney_ml"] = volume_ml(gt_labels > 0, sp)
     out["gt_tumor_ml"] = volume_ml(gt_labels == 2, sp)
     return out
 

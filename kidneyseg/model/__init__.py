@@ -1,1 +1,7 @@
-"""kidneyseg.model"""
+"""kidneyseg.model: building blocks and the configurable 3D U-Net."""
+
+from .blocks import ConvNormAct, Ops, ResidualBlock, StackedBlocks
+from .unet import NetworkConfig, UNet, build_unet, count_parameters
+
+__all__ = ["ConvNormAct", "Ops", "ResidualBlock", "StackedBlocks", "NetworkConfig", "UNet", "build_unet",
+           "count_parameters"]

@@ -1,0 +1,141 @@
+"""Network building blocks that receive their operations as arguments.
+
+Every block takes the op *classes* (``conv_op``, ``norm_op``, ``nonlin``) and their keyword
+arguments; passing ``None`` for ``norm_op`` or ``nonlin`` switches that op off. The blocks are
+dimension-agnostic: a 2D network follows from ``conv_op=nn.Conv2d, norm_op=nn.InstanceNorm2d``.
+Tensors are ``[B, C, z, y, x]`` for 3D.
+
+>>> import torch, torch.nn as nn
+>>> ops = Ops()
+>>> block = ResidualBlock(1, 8, kernel_size=3, stride=(1, 2, 2), ops=ops)
+>>> block(torch.zeros(1, 1, 4, 8, 8)).shape
+torch.Size([1, 8, 4, 4, 4])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+
+__all__ = ["Ops", "ConvNormAct", "ResidualBlock", "StackedBlocks", "same_padding"]
+
+
+@dataclass
+class Ops:
+    """The three operations a block is made of, with their keyword arguments.
+
+    Args:
+        conv_op: convolution class, e.g. ``nn.Conv3d``.
+        norm_op: normalization class (``nn.InstanceNorm3d``) or ``None`` for no normalization.
+        nonlin: activation class (``nn.LeakyReLU``) or ``None`` for none.
+    """
+
+    conv_op: type[nn.Module] = nn.Conv3d
+    conv_kwargs: dict[str, Any] = field(default_factory=lambda: {"bias": True})
+    norm_op: type[nn.Module] | None = nn.InstanceNorm3d
+    norm_kwargs: dict[str, Any] = field(default_factory=lambda: {"eps": 1e-5, "affine": True})
+    nonlin: type[nn.Module] | None = nn.LeakyReLU
+    nonlin_kwargs: dict[str, Any] = field(default_factory=lambda: {"negative_slope": 1e-2, "inplace": True})
+
+    def norm(self, channels: int) -> nn.Module:
+        return nn.Identity() if self.norm_op is None else self.norm_op(channels, **self.norm_kwargs)
+
+    def act(self) -> nn.Module:
+        return nn.Identity() if self.nonlin is None else self.nonlin(**self.nonlin_kwargs)
+
+
+def _tuple(value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * ndim
+    value = tuple(int(v) for v in value)
+    if len(value) != ndim:
+        raise ValueError(f"expected {ndim} values, got {value!r}")
+    return value
+
+
+def _ndim(conv_op: type[nn.Module]) -> int:
+    return {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}.get(conv_op, 3)
+
+
+def same_padding(kernel_size: Sequence[int]) -> tuple[int, ...]:
+    """Padding that keeps the size for odd kernels: ``(k - 1) // 2`` per axis."""
+    return tuple((k - 1) // 2 for k in kernel_size)
+
+
+class ConvNormAct(nn.Module):
+    """``conv -> norm -> nonlin``; norm and nonlin are skipped when their op is ``None``.
+
+    Args:
+        in_channels, out_channels: channel counts.
+        kernel_size: int or per-axis (z, y, x) sizes (odd).
+        stride: int or per-axis strides; ``(1, 2, 2)`` halves y and x only.
+        ops: the operations (see :class:`Ops`).
+        activate: apply the nonlinearity (False inside a residual block before the addition).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int] = 3,
+                 stride: int | Sequence[int] = 1, ops: Ops | None = None, activate: bool = True):
+        super().__init__()
+        ops = ops or Ops()
+        nd = _ndim(ops.conv_op)
+        k, s = _tuple(kernel_size, nd), _tuple(stride, nd)
+        self.conv = ops.conv_op(in_channels, out_channels, k, s, same_padding(k), **ops.conv_kwargs)
+        self.norm = ops.norm(out_channels)
+        self.act = ops.act() if activate else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class ResidualBlock(nn.Module):
+    """Two convolutions with an identity (or 1x1x1 projection) shortcut, as in ResNet.
+
+    ``out = nonlin(norm(conv(nonlin(norm(conv(x))))) + shortcut(x))``. The first convolution carries
+    the stride; the shortcut becomes a strided 1x1x1 conv + norm when the shape changes.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int] = 3,
+                 stride: int | Sequence[int] = 1, ops: Ops | None = None):
+        super().__init__()
+        ops = ops or Ops()
+        nd = _ndim(ops.conv_op)
+        s = _tuple(stride, nd)
+        self.conv1 = ConvNormAct(in_channels, out_channels, kernel_size, s, ops)
+        self.conv2 = ConvNormAct(out_channels, out_channels, kernel_size, 1, ops, activate=False)
+        if in_channels != out_channels or any(v != 1 for v in s):
+            conv_kwargs = {**ops.conv_kwargs, "bias": False}
+            self.shortcut = nn.Sequential(ops.conv_op(in_channels, out_channels, 1, s, 0, **conv_kwargs),
+                                          ops.norm(out_channels))
+        else:
+            self.shortcut = nn.Identity()
+        self.act = ops.act()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
+
+
+class StackedBlocks(nn.Sequential):
+    """``n_blocks`` blocks of two convolutions each; the first block applies ``stride``.
+
+    With ``residual=True`` each block is a :class:`ResidualBlock`, otherwise two plain
+    :class:`ConvNormAct`. Both variants have the same 3x3x3 convolutions, so the ablation "without
+    Res" changes only the shortcuts.
+    """
+
+    def __init__(self, n_blocks: int, in_channels: int, out_channels: int, kernel_size: int | Sequence[int] = 3,
+                 stride: int | Sequence[int] = 1, ops: Ops | None = None, residual: bool = True):
+        if n_blocks < 1:
+            raise ValueError(f"n_blocks must be >= 1, got {n_blocks!r}")
+        ops = ops or Ops()
+        layers: list[nn.Module] = []
+        for i in range(n_blocks):
+            c_in, st = (in_channels, stride) if i == 0 else (out_channels, 1)
+            if residual:
+                layers.append(ResidualBlock(c_in, out_channels, kernel_size, st, ops))
+            else:
+                layers.append(ConvNormAct(c_in, out_channels, kernel_size, st, ops))
+                layers.append(ConvNormAct(out_channels, out_channels, kernel_size, 1, ops))
+        super().__init__(*layers)

@@ -1,0 +1,123 @@
+"""Train one cascade stage from the preprocessed cache: the glue between cache, sampler and trainer.
+
+``MODEL_DIR`` layout written here (the model-dir contract)::
+
+    MODEL_DIR/plan.json               copied from CACHE/plan.json (the preprocessing plan)
+    MODEL_DIR/stage1/ and stage2/     config.json, checkpoint_last.pt, checkpoint_best.pt (+ .sha256),
+                                      metrics.csv
+
+Stage 1 trains on the whole volumes at the coarse spacing (1 input channel); stage 2 on the ROI
+boxes at the target spacing with the perturbed ground truth as the stage-1 prior (3 channels:
+image + one-hot kidney, tumor; see :mod:`kidneyseg.train.prior` for the perturbation and why).
+
+On CUDA the sampler extracts enlarged patches and the augmentation runs on the GPU inside the
+trainer; on the CPU the sampler augments in its worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ..errors import ensure_output_dir, fail
+from .config import TrainConfig, from_dict
+from .distributed import cleanup_distributed, init_distributed
+from .trainer import Trainer
+
+__all__ = ["train_stage", "stage_dir"]
+
+
+def stage_dir(model_dir: os.PathLike | str, stage: int) -> Path:
+    return Path(model_dir) / f"stage{stage}"
+
+
+def _copy_plan(cache_dir: Path, model_dir: Path) -> None:
+    src, dst = cache_dir / "plan.json", model_dir / "plan.json"
+    if not src.is_file():
+        return
+    if dst.is_file() and dst.read_bytes() != src.read_bytes():
+        raise fail(dst, f"differs from the cache's plan {src}; use a new --out folder for a new plan")
+    if not dst.is_file():
+        from ..errors import atomic_path
+
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+
+
+def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os.PathLike | str, *,
+                resume: bool = False, extend_epochs: int | None = None, device: str = "cpu",
+                full_validation: Callable | None = None, hooks: Sequence[Any] = (),
+                stop_after: int | None = None, num_workers: int = 1) -> list[dict[str, Any]]:
+    """Train ``config.stage`` on the cache's train split, validating on its val split.
+
+    Args:
+        config: the stage's configuration (``config.stage`` picks the cache stage and input channels).
+        cache_dir: the ``kidneyseg preprocess`` output folder.
+        model_dir: the model folder; this writes ``model_dir/stage<N>/`` and ``model_dir/plan.json``.
+        resume, extend_epochs, stop_after: see :meth:`kidneyseg.train.trainer.Trainer.fit`.
+        device: ``"cpu"`` or ``"cuda"`` (under torchrun each rank takes ``cuda:LOCAL_RANK``).
+        full_validation: optional ``(model, epoch) -> dict`` (e.g. the inference developer's
+            whole-case evaluation) run every ``config.full_val_every`` epochs.
+        num_workers: sampler threads.
+
+    Returns:
+        The metrics history, one dict per epoch.
+    """
+    from ..preprocess.cache import list_cases, load_case  # lazily: preprocess is an earlier step
+    from .augment import AugmentConfig, augment_batch, sample_size_for
+    from .sampler import PatchSampler
+
+    cache_dir, model_dir = Path(cache_dir), Path(model_dir)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise fail(None, "--device cuda requested but CUDA is not available")
+    info = init_distributed(device)
+    dev = f"cuda:{info.local_rank}" if device.startswith("cuda") else "cpu"
+    stage = config.stage
+    train_ids = list_cases(cache_dir, split="train", stage=stage)
+    val_ids = list_cases(cache_dir, split="val", stage=stage)
+    if not train_ids:
+        raise fail(cache_dir, f"no stage-{stage} training cases in the cache")
+    train_cases = [load_case(cache_dir, c, stage) for c in train_ids]
+    val_cases = [load_case(cache_dir, c, stage) for c in val_ids]
+    prior = "perturbed-gt" if stage == 2 else None
+    patch = tuple(config.patch_size)
+    acfg = None if config.augment is None else from_dict(AugmentConfig, config.augment, "config.augment")
+    on_gpu = dev.startswith("cuda")
+    sample_size = patch if acfg is None else sample_size_for(patch, acfg)
+    sampler = PatchSampler(
+        train_cases, patch, config.batch_size, config.fg_fraction, prior, seed=config.seed,
+        sample_size=sample_size, augment=None if on_gpu else acfg, num_workers=num_workers,
+        rank=info.rank, world_size=info.world_size, pin_memory=on_gpu,
+        label_dtype=torch.uint8 if on_gpu else torch.int64, progress=config.progress and info.is_main)
+    n = config.iterations_per_epoch
+
+    def train_batches(epoch: int, seed: int):
+        return sampler.iterate(epoch * n, (epoch + 1) * n)
+
+    val_batches = None
+    if val_cases and config.val_iterations:
+        val_sampler = PatchSampler(val_cases, patch, config.batch_size, config.fg_fraction, prior,
+                                   seed=config.seed + 1, num_workers=0, rank=info.rank,
+                                   world_size=info.world_size, progress=False)
+
+        def val_batches(epoch: int, seed: int):
+            return val_sampler.iterate(0, config.val_iterations)
+
+    augment = None
+    if on_gpu and acfg is not None:
+        def augment(x, y, g):
+            return augment_batch(x, y, acfg, g, out_shape=patch, image_channels=1)
+
+    if info.is_main:
+        ensure_output_dir(model_dir)
+        _copy_plan(cache_dir, model_dir)
+    trainer = Trainer(config, stage_dir(model_dir, stage), train_batches, val_batches, device=dev, augment=augment,
+                      full_validation=full_validation, hooks=hooks, dist=info)
+    try:
+        return trainer.fit(resume=resume, extend_epochs=extend_epochs, stop_after=stop_after)
+    finally:
+        cleanup_distributed()

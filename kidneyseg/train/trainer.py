@@ -1,0 +1,428 @@
+"""The training loop: a short loop with hooks, configured by :class:`~kidneyseg.train.config.TrainConfig`.
+
+One epoch = ``iterations_per_epoch`` steps on training patches, then ``val_iterations`` patch
+batches of the validation split (loss and hard Dice of the KiTS19 regions: kidney = kidney +
+tumor, tumor), the learning-rate schedule, an optional full-case validation every
+``full_val_every`` epochs (a pluggable callable), one row of ``metrics.csv``, and atomic
+checkpoints ``checkpoint_last.pt`` (every epoch) and ``checkpoint_best.pt`` (best validation mean
+Dice).
+
+Exact resume: every epoch reseeds python, numpy, torch, the batch source and the augmentation from
+``(seed, epoch, rank)``, so epoch ``e`` does the same work whether training ran straight through or
+was killed and resumed from the checkpoint of epoch ``e - 1``; the RNG states are saved as well.
+
+>>> trainer = Trainer(cfg, "out/stage1", train_batches=make_batches)  # doctest: +SKIP
+>>> trainer.fit()                                                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import os
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ensure_output_dir, fail, write_text_atomic
+from ..model.unet import UNet, build_unet
+from .checkpoint import (CHECKPOINT_BEST, CHECKPOINT_LAST, CONFIG_NAME, get_rng_state, load_checkpoint,
+                         load_state_checked, save_checkpoint, set_rng_state)
+from .config import TrainConfig, save_config
+from .distributed import DistInfo, all_reduce_sum, barrier
+from .losses import DeepSupervisionLoss, SegmentationLoss, dice_from_counts, region_counts
+
+__all__ = ["Trainer", "Hook", "BatchSource", "epoch_seed", "resolve_precision", "METRICS_NAME"]
+
+METRICS_NAME = "metrics.csv"
+#: ``(epoch, seed) -> iterable of (image [B, C, z, y, x] float32, label [B, 1, z, y, x] int64)``.
+BatchSource = Callable[[int, int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+#: ``(image, label, generator) -> (image, label)`` on the training device.
+AugmentFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+BASE_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice_kidney", "val_dice_tumor", "val_dice_mean", "lr",
+                "epoch_time_s"]
+
+
+class Hook(Protocol):
+    """Optional callbacks; implement any subset. ``metrics`` may be extended in ``on_epoch_end``, and
+    setting ``trainer.should_stop = True`` there ends training after that epoch's checkpoint."""
+
+    def on_train_start(self, trainer: "Trainer") -> None: ...
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, Any]) -> None: ...
+    def on_train_end(self, trainer: "Trainer") -> None: ...
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0, stream: int = 0) -> int:
+    """A 32-bit seed derived from (seed, epoch, rank, stream); independent streams per value."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(rank), int(stream)]).generate_state(1)[0])
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype, bool]:
+    """``(autocast dtype, use GradScaler)``: auto = bf16 on CUDA if supported, else fp16 + scaler; fp32 on CPU."""
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "fp32"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    return dtype, (dtype == torch.float16 and device.type == "cuda")
+
+
+def _seed_everything(s: int) -> None:
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+
+
+class _Prefetcher:
+    """Draw ``n`` batches from ``source`` in a background thread, ``depth`` ahead (0: inline)."""
+
+    def __init__(self, source: Iterable, n: int, depth: int):
+        self.n, self.depth = n, depth
+        self.it = iter(source)
+        if depth > 0:
+            self.q: queue.Queue = queue.Queue(maxsize=depth)
+            self.thread = threading.Thread(target=self._work, daemon=True)
+            self.thread.start()
+
+    def _work(self) -> None:
+        try:
+            for _ in range(self.n):
+                self.q.put(("ok", next(self.it)))
+        except BaseException as exc:  # forwarded to the training thread
+            self.q.put(("err", exc))
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        close = getattr(self.it, "close", None)  # end a generator (and its worker pool) early
+        if close is not None:
+            close()
+
+    def __iter__(self) -> Iterator:
+        for _ in range(self.n):
+            if self.depth == 0:
+                try:
+                    yield next(self.it)
+                except StopIteration:
+                    raise fail(None, f"batch source ended early (needed {self.n} batches)") from None
+            else:
+                kind, item = self.q.get()
+                if kind == "err":
+                    if isinstance(item, StopIteration):
+                        raise fail(None, f"batch source ended early (needed {self.n} batches)")
+                    raise item
+                yield item
+        if self.depth == 0:
+            self._close()
+
+
+class Trainer:
+    """Train one stage.
+
+    Args:
+        config: the stage's :class:`TrainConfig`.
+        out_dir: the stage folder (``MODEL_DIR/stage1``): config.json, checkpoints, metrics.csv.
+        train_batches: ``(epoch, seed) -> iterable`` of training batches (image ``[B, C, z, y, x]``
+            float32, label ``[B, 1, z, y, x]`` int64, CPU tensors), e.g. a new ``PatchSampler`` per epoch.
+        val_batches: same for the validation split, or ``None`` (no validation; best = lowest train loss).
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (with DDP the local rank's GPU).
+        augment: ``(image, label, generator) -> (image, label)`` applied on ``device`` to training batches.
+        full_validation: ``(model, epoch) -> dict`` of metrics (columns ``full_<key>`` in metrics.csv),
+            called every ``config.full_val_every`` epochs, on rank 0 only.
+        hooks: objects with ``on_train_start`` / ``on_epoch_end`` / ``on_train_end``.
+        dist: process group info (:func:`kidneyseg.train.distributed.init_distributed`).
+    """
+
+    def __init__(self, config: TrainConfig, out_dir: os.PathLike | str, train_batches: BatchSource,
+                 val_batches: BatchSource | None = None, device: str | torch.device = "cpu",
+                 augment: AugmentFn | None = None, full_validation: Callable[[UNet, int], dict] | None = None,
+                 hooks: Sequence[Any] = (), dist: DistInfo | None = None):
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.train_batches, self.val_batches = train_batches, val_batches
+        self.device = torch.device(device)
+        self.augment, self.full_validation = augment, full_validation
+        self.hooks = list(hooks)
+        self.dist = dist or DistInfo()
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0  # completed epochs
+        self.best_metric = -math.inf
+        self.poly_anchor = (0, config.optimizer.lr)  # (epoch, lr) where the poly decay starts
+        self.should_stop = False
+        self._build()
+
+    # -- setup -------------------------------------------------------------------------------
+    def _build(self) -> None:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.model: UNet = build_unet(cfg.network).to(self.device)
+        self.amp_dtype, use_scaler = resolve_precision(cfg.precision, self.device)
+        self.channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and self.device.type == "cuda")
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        o = cfg.optimizer
+        if o.name == "adamw":
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
+                                             nesterov=o.nesterov, weight_decay=o.weight_decay)
+        s = cfg.scheduler
+        self.plateau = None
+        if s.name == "plateau":
+            self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="min", factor=s.factor, patience=s.patience, threshold=s.threshold,
+                threshold_mode="rel", min_lr=s.min_lr)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.loss_fn = DeepSupervisionLoss(SegmentationLoss(cfg.loss))
+        self.val_loss_fn = SegmentationLoss(cfg.loss)
+        self.net: torch.nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=ids, find_unused_parameters=not cfg.network.deep_supervision)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _set_lr(self, lr: float) -> None:
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_json(),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.plateau.state_dict() if self.plateau is not None else {},
+            "scaler": self.scaler.state_dict(),
+            "rng": get_rng_state(),
+            "best_metric": float(self.best_metric),
+            "poly_anchor": [int(self.poly_anchor[0]), float(self.poly_anchor[1])],
+            "history": self.history,
+        }
+
+    def save(self, best: bool) -> None:
+        if not self.dist.is_main:
+            return
+        ensure_output_dir(self.out_dir)
+        save_config(self.config, self.out_dir / CONFIG_NAME)
+        state = self.state()
+        save_checkpoint(self.out_dir / CHECKPOINT_LAST, state)
+        if best:
+            save_checkpoint(self.out_dir / CHECKPOINT_BEST, state)
+
+    def resume(self, extend_epochs: int | None = None) -> None:
+        """Load ``checkpoint_last.pt`` of ``out_dir``; ``extend_epochs`` adds epochs to the schedule
+        without a learning-rate jump (plateau keeps its state; poly decays from the current lr)."""
+        path = self.out_dir / CHECKPOINT_LAST
+        data = load_checkpoint(path, map_location=self.device)
+        saved = TrainConfig.from_json(data["config"], str(path))
+        if saved.network != self.config.network:
+            raise fail(path, "architecture mismatch: the checkpoint's network config differs from the one given")
+        progress = self.config.progress
+        self.config = saved
+        self.config.progress = progress
+        load_state_checked(self.model, data["model"], path)
+        self.optimizer.load_state_dict(data["optimizer"])
+        if self.plateau is not None and data["scheduler"]:
+            self.plateau.load_state_dict(data["scheduler"])
+        self.scaler.load_state_dict(data["scaler"])
+        set_rng_state(data["rng"])
+        self.epoch = int(data["epoch"])
+        self.best_metric = float(data["best_metric"])
+        self.poly_anchor = (int(data["poly_anchor"][0]), float(data["poly_anchor"][1]))
+        self.history = list(data["history"])
+        if extend_epochs:
+            if extend_epochs < 1:
+                raise ValueError(f"extend_epochs must be >= 1, got {extend_epochs!r}")
+            self.config.epochs += int(extend_epochs)
+            if self.config.scheduler.name == "poly" and self.history:
+                # decay on from the lr of the last epoch trained, to 0 at the new end: no jump
+                self.poly_anchor = (self.epoch - 1, float(self.history[-1]["lr"]))
+                self._schedule(self.epoch, 0.0)
+
+    # -- one epoch ---------------------------------------------------------------------------
+    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(self.device, non_blocking=True).float()
+        y = y.to(self.device, non_blocking=True).long()
+        if y.dim() == 4:
+            y = y[:, None]
+        return x, y
+
+    def _autocast(self):
+        if self.amp_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_epoch(self, epoch: int) -> float:
+        cfg = self.config
+        self.net.train()
+        gen = torch.Generator(self.device).manual_seed(epoch_seed(cfg.seed, epoch, self.dist.rank, 2))
+        source = self.train_batches(epoch, epoch_seed(cfg.seed, epoch, self.dist.rank, 1))
+        total, n = 0.0, 0
+        bar = _bar(cfg.progress and self.dist.is_main, cfg.iterations_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
+        for x, y in _Prefetcher(source, cfg.iterations_per_epoch, cfg.prefetch):
+            x, y = self._to_device(x, y)
+            if self.augment is not None:
+                x, y = self.augment(x, y, gen)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            self.optimizer.zero_grad(set_to_none=True)
+            with self._autocast():
+                out = self.net(x)
+            loss = self.loss_fn(out, y)
+            self.scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            total += float(loss.detach())
+            n += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{total / n:.4f}")
+        bar.close()
+        t = all_reduce_sum(torch.tensor([total, n], dtype=torch.float64), self.dist)
+        return float(t[0] / max(t[1], 1))
+
+    @torch.no_grad()
+    def validate(self, epoch: int) -> dict[str, float]:
+        """Fast patch-based validation: mean loss and hard Dice (kidney region, tumor) over the
+        batches of ``val_batches`` (same patches every epoch)."""
+        cfg = self.config
+        if self.val_batches is None or cfg.val_iterations == 0:
+            return {}
+        self.model.eval()
+        source = self.val_batches(epoch, epoch_seed(cfg.seed, 0, self.dist.rank, 3))
+        counts = torch.zeros(2, 3, dtype=torch.float64)
+        loss_sum = torch.zeros(2, dtype=torch.float64)
+        for x, y in _Prefetcher(source, cfg.val_iterations, 0):
+            x, y = self._to_device(x, y)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            with self._autocast():
+                out = self.model(x)
+            loss_sum += torch.tensor([float(self.val_loss_fn(out, y)), 1.0], dtype=torch.float64)
+            counts += region_counts(out, y)
+        all_reduce_sum(counts, self.dist)
+        all_reduce_sum(loss_sum, self.dist)
+        kidney, tumor = dice_from_counts(counts)
+        finite = [d for d in (kidney, tumor) if not math.isnan(d)]
+        return {"val_loss": float(loss_sum[0] / loss_sum[1]), "val_dice_kidney": kidney, "val_dice_tumor": tumor,
+                "val_dice_mean": sum(finite) / len(finite) if finite else float("nan")}
+
+    def _schedule(self, epoch_done: int, monitor: float) -> None:
+        s = self.config.scheduler
+        if s.name == "plateau":
+            self.plateau.step(monitor)
+        elif s.name == "poly":
+            e0, lr0 = self.poly_anchor
+            frac = (epoch_done - e0) / max(self.config.epochs - e0, 1)
+            self._set_lr(max(lr0 * (1 - min(frac, 1.0)) ** s.poly_exponent, 0.0))
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self, resume: bool = False, extend_epochs: int | None = None,
+            stop_after: int | None = None) -> list[dict[str, Any]]:
+        """Train until ``config.epochs``; returns the metrics history (one dict per epoch).
+
+        Args:
+            resume: continue from ``out_dir/checkpoint_last.pt`` (exactly: same result as no break).
+            extend_epochs: with resume, train this many epochs more than the checkpoint's config.
+            stop_after: return after this many epochs in this call (a planned break; resume later).
+        """
+        if resume or extend_epochs:
+            self.resume(extend_epochs)
+        for h in self.hooks:
+            getattr(h, "on_train_start", lambda t: None)(self)
+        cfg = self.config
+        end = cfg.epochs if stop_after is None else min(cfg.epochs, self.epoch + int(stop_after))
+        self.should_stop = False  # a hook may set it to end training after the current epoch's checkpoint
+        while self.epoch < end and not self.should_stop:
+            epoch = self.epoch
+            t0 = time.perf_counter()
+            _seed_everything(epoch_seed(cfg.seed, epoch, self.dist.rank, 0))
+            lr = self.lr
+            train_loss = self.train_epoch(epoch)
+            metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, **self.validate(epoch), "lr": lr}
+            if (self.full_validation is not None and cfg.full_val_every and (epoch + 1) % cfg.full_val_every == 0
+                    and self.dist.is_main):
+                self.model.eval()
+                for k, v in (self.full_validation(self.model, epoch + 1) or {}).items():
+                    metrics[f"full_{k}"] = v
+            self._schedule(epoch + 1, metrics.get("val_loss", train_loss))
+            metrics["epoch_time_s"] = round(time.perf_counter() - t0, 3)
+            for h in self.hooks:
+                getattr(h, "on_epoch_end", lambda t, e, m: None)(self, epoch + 1, metrics)
+            score = metrics.get("val_dice_mean", float("nan"))
+            if score is None or (isinstance(score, float) and math.isnan(score)):
+                score = -train_loss
+            improved = score > self.best_metric
+            if improved:
+                self.best_metric = float(score)
+            self.history.append({str(k): _plain(v) for k, v in metrics.items()})
+            self.epoch = epoch + 1
+            self.save(best=improved)
+            self.write_metrics()
+            barrier(self.dist)
+        for h in self.hooks:
+            getattr(h, "on_train_end", lambda t: None)(self)
+        return self.history
+
+    def write_metrics(self) -> None:
+        """Rewrite ``metrics.csv`` atomically from the history (rank 0)."""
+        if not self.dist.is_main:
+            return
+        cols = list(BASE_COLUMNS) + sorted({k for row in self.history for k in row} - set(BASE_COLUMNS))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, restval="")
+        w.writeheader()
+        for row in self.history:
+            w.writerow(row)
+        write_text_atomic(self.out_dir / METRICS_NAME, buf.getvalue())
+
+
+def _plain(value: Any) -> Any:
+    """A metric as a plain python value (checkpoints load with weights_only=True: no numpy objects)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value.item())
+    return value if value is None or isinstance(value, str) else str(value)
+
+
+def _bar(enabled: bool, total: int, desc: str):
+    if enabled:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+    class _Null:
+        def update(self, n):
+            pass
+
+        def set_postfix(self, **kw):
+            pass
+
+        def close(self):
+            pass
+
+    return _Null()
