@@ -12,12 +12,11 @@ SHELL  := /bin/bash
 # the meaningful lines are printed.
 QUIET   = > $(VENV)/pip.log 2>&1 || { grep -v "is ignored: it is neither" $(VENV)/pip.log | tail -30; exit 1; }
 RUN    ?= runs/demo
-PHANTOMS ?= 8
 
 .PHONY: demo test test-fast install bench viewer clean
 
 demo: $(STAMP)
-	$(VENV)/bin/kidneyseg pipeline --phantoms $(PHANTOMS) --profile demo --out $(RUN)
+	$(VENV)/bin/kidneyseg pipeline --profile demo --out $(RUN)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -297,3 +297,27 @@ THESIS_TABLE_4_2 = pd.DataFrame(
     [("PM", 97.94, 85.24, 91.59), ("PM without Res", 97.54, 84.63, 91.09),
      ("PM without Res and DS", 97.39, 84.39, 90.89)],
     columns=["Method", "Kidney Dice", "Tumor Dice", "Mean Dice"])
+
+
+def untrained_copy(model_dir: os.PathLike | str, out_dir: os.PathLike | str, seed: int = 0) -> Path:
+    """A model folder like ``model_dir`` whose networks keep their initial random weights.
+
+    The control for sanity checks: a trained model must beat it.
+    """
+    from .model.unet import build_unet
+    from .train.checkpoint import CHECKPOINT_BEST, load_checkpoint, save_checkpoint
+    from .train.config import TrainConfig
+
+    src, out = Path(model_dir), ensure_output_dir(out_dir)
+    shutil.copyfile(src / "plan.json", out / "plan.json")
+    for stage in ("stage1", "stage2"):
+        data = load_checkpoint(src / stage / CHECKPOINT_BEST if (src / stage / CHECKPOINT_BEST).exists()
+                               else src / stage / "checkpoint_last.pt")
+        cfg = TrainConfig.from_json(data["config"])
+        torch.manual_seed(seed)
+        data["model"] = build_unet(cfg.network).state_dict()
+        ensure_output_dir(out / stage)
+        shutil.copyfile(src / stage / "config.json", out / stage / "config.json")
+        data.pop("format", None)
+        save_checkpoint(out / stage / CHECKPOINT_BEST, data)
+    return out
