@@ -144,6 +144,9 @@ def predict_volume(volume: Volume, model: CascadeModel, overlap: float = 0.5, tt
     coarse = sliding_window_predict(torch.from_numpy(x1)[None], model.stage1, model.patch1,
                                     desc=f"{case_id} stage 1", **sw).labels
     del x1
+    # Islands far from the kidneys would drag the box's centre away: keep at most two kidney
+    # components (and the tumors touching them) on the coarse grid before placing the ROI.
+    coarse = postprocess(coarse, tuple(props1["resampled_spacing"]), "anatomy")
     prior_full = paste_label_back(coarse, props1)  # uint8 labels on the original grid (nearest)
     t["stage1"] = time.perf_counter() - t0
     bar.update(1)
@@ -262,6 +265,17 @@ def output_path(case_id: str, output: Path, single: bool) -> Path:
     return output / f"{case_id}.nii.gz"
 
 
+def _check_output_location(folder: Path) -> None:
+    """Fail before minutes of compute when ``folder`` cannot be created or written (creates nothing)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise fail(folder, f"cannot create output folder ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise fail(folder, "output folder is not writable")
+
+
 def predict_path(input_path: os.PathLike | str, output: os.PathLike | str, model_dir: os.PathLike | str,
                  device: str = "cpu", tta: bool = False, shard: str | None = None, overlap: float = 0.5,
                  batch_size: int = 1, overwrite: bool = False, postprocess_name: str | None = None,
@@ -287,6 +301,7 @@ def predict_path(input_path: os.PathLike | str, output: os.PathLike | str, model
     if not single and (output.name.endswith(".nii.gz") or output.name.endswith(".nii")):
         raise fail(output, f"{len(cases)} inputs need an output folder, not a file name")
     todo = shard_cases(cases, shard)
+    _check_output_location(output.parent if output_path("x", output, single) == output else output)
     model = None
     results = []
     for cid, path in tqdm(todo, desc="predict", unit="case", disable=not progress or len(todo) < 2):

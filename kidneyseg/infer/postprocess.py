@@ -57,17 +57,21 @@ def _none(labels: np.ndarray, spacing, **_) -> np.ndarray:
     return labels.copy()
 
 
+def _zero_all_but_largest(sub: np.ndarray, mask: np.ndarray) -> None:
+    """Set ``sub`` to 0 in every connected component of ``mask`` except the largest (in place)."""
+    comp, n = _components(mask)
+    if n > 1:
+        sizes = np.bincount(comp.ravel())
+        sizes[0] = 0
+        sub[(comp > 0) & (comp != int(sizes.argmax()))] = 0
+
+
 def _largest(labels: np.ndarray, spacing, **_) -> np.ndarray:
     out = labels.copy()
     box = _fg_box(labels)
     if box is None:
         return out
-    sub = out[box]
-    comp, n = _components(sub > 0)
-    if n > 1:
-        sizes = np.bincount(comp.ravel())
-        sizes[0] = 0
-        sub[comp != int(sizes.argmax())] = 0
+    _zero_all_but_largest(out[box], out[box] > 0)
     return out
 
 
@@ -78,11 +82,7 @@ def _largest_per_class(labels: np.ndarray, spacing, **_) -> np.ndarray:
         return out
     sub = out[box]
     for value in (1, 2):
-        comp, n = _components(sub == value)
-        if n > 1:
-            sizes = np.bincount(comp.ravel())
-            sizes[0] = 0
-            sub[(comp > 0) & (comp != int(sizes.argmax()))] = 0
+        _zero_all_but_largest(sub, sub == value)
     return out
 
 
