@@ -17,6 +17,7 @@ Spacing is always given in mm in (z, y, x) order.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import warnings
@@ -138,9 +139,23 @@ def _check_exists(path: Path) -> None:
         raise fail(path, "file is empty")
 
 
+@contextlib.contextmanager
+def _quiet_nibabel():
+    """Silence nibabel's header-fix log lines (e.g. "pixdim[1,2,3] should be non-zero"): kidneyseg
+    checks the same facts itself and reports them as its one-line error or warning."""
+    log = nib.imageglobals.logger
+    was = log.disabled
+    log.disabled = True
+    try:
+        yield
+    finally:
+        log.disabled = was
+
+
 def _open_nifti(path: Path):
     try:
-        img = nib.load(str(path))
+        with _quiet_nibabel():  # header fixes are reported by us, not logged
+            img = nib.load(str(path))
     except nib.filebasedimages.ImageFileError:
         raise fail(path, "not a NIfTI file (nibabel cannot read its header)") from None
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
@@ -154,10 +169,23 @@ def _open_nifti(path: Path):
 
 def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
     if len(shape) == 4 and shape[3] == 1:
-        return shape[:3]  # a singleton 4th axis is accepted and dropped
+        shape = shape[:3]  # a singleton 4th axis is accepted and dropped
     if len(shape) != 3:
         raise fail(path, f"expected a 3D volume, got {len(shape)}D with shape {tuple(shape)}")
+    if min(shape) < 1:
+        raise fail(path, f"volume is empty: shape {tuple(shape)} has 0 voxels along an axis")
     return shape  # type: ignore[return-value]
+
+
+#: Obliquity (degrees between a voxel axis and its nearest scanner axis) above which a warning is shown.
+OBLIQUE_WARN_DEGREES = 1.0
+
+
+def obliquity_degrees(affine: np.ndarray) -> float:
+    """Largest angle in degrees between a voxel axis of ``affine`` and its nearest scanner axis."""
+    cols = np.asarray(affine, float)[:3, :3]
+    cols = cols / np.linalg.norm(cols, axis=0)
+    return float(np.degrees(np.arccos(np.clip(np.abs(cols).max(axis=0).min(), 0.0, 1.0))))
 
 
 def _check_affine(path: Path, affine: np.ndarray) -> None:
@@ -166,6 +194,12 @@ def _check_affine(path: Path, affine: np.ndarray) -> None:
     spacing = spacing_from_affine(affine)
     if min(spacing) <= 0:
         raise fail(path, f"voxel spacing must be positive, got {tuple(round(s, 4) for s in spacing)} mm")
+    # Oblique grids (gantry tilt, reformatted series) are accepted: all work happens on the voxel
+    # grid with the column-norm spacing, and outputs are written with the input's own affine.
+    angle = obliquity_degrees(affine)
+    if angle > OBLIQUE_WARN_DEGREES:
+        warnings.warn(f"{path}: oblique affine ({angle:.1f} degrees off the scanner axes); accepted, "
+                      "processed on its voxel grid, outputs keep this affine", stacklevel=3)
 
 
 @dataclass
@@ -247,10 +281,12 @@ def load_volume(path: os.PathLike | str, kind: Kind = "image") -> Volume:
     affine = np.asarray(img.affine, float)
     _check_affine(path, affine)
     try:
-        if kind == "label":
-            data = np.asanyarray(img.dataobj)
-        else:
-            data = img.get_fdata(dtype=np.float32)
+        # scl_slope/inter can push stored values past float32 (-> Inf); reported below as one error
+        with np.errstate(over="ignore", invalid="ignore"), _quiet_nibabel():
+            if kind == "label":
+                data = np.asanyarray(img.dataobj)
+            else:
+                data = img.get_fdata(dtype=np.float32)
     except (OSError, EOFError, zlib.error, ValueError) as exc:
         raise fail(path, f"corrupt or truncated voxel data ({exc})") from None
     data = data.reshape(shape)

@@ -263,6 +263,8 @@ def list_cases(cache_dir: str | os.PathLike, split: str | None = None, stage: in
 def _signature(path: Path | None) -> list | None:
     if path is None:
         return None
+    if not Path(path).is_file() and not Path(path).is_dir():
+        raise fail(path, "no such file (listed in the manifest)")
     st = Path(path).stat()
     return [str(path), st.st_size, st.st_mtime_ns]
 

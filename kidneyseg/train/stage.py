@@ -72,6 +72,8 @@ def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os
     from .sampler import PatchSampler
 
     cache_dir, model_dir = Path(cache_dir), Path(model_dir)
+    if not cache_dir.is_dir():
+        raise fail(cache_dir, "no such cache folder (build it with `kidneyseg preprocess`)")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise fail(None, "--device cuda requested but CUDA is not available")
     info = init_distributed(device)
