@@ -107,3 +107,25 @@ def test_memory_estimate_and_device_choice():
     from kidneyseg.errors import KidneysegError
     with pytest.raises(KidneysegError, match="GiB of RAM is free"):
         choose_stitch_device("cpu", 1 << 50)
+
+
+def test_small_volume_is_padded_with_each_channels_minimum_like_the_sampler():
+    import torch
+
+    from kidneyseg.infer.sliding_window import sliding_window_predict
+
+    seen = []
+
+    def net(x):
+        seen.append(x.clone())
+        return torch.zeros(x.shape[0], 3, *x.shape[2:])
+
+    image = torch.full((2, 4, 6, 6), 5.0)
+    image[0, 0, 0, 0] = -3.0  # the CT channel's minimum (air after normalisation)
+    image[1] = 1.0
+    image[1, 0, 0, 0] = 0.0
+    sliding_window_predict(image, net, (8, 8, 8), overlap=0.5)
+    window = seen[0][0]
+    assert window.shape == (2, 8, 8, 8)
+    assert float(window[0, 0, 0, 0]) == -3.0 and float(window[1, 0, 0, 0]) == 0.0  # padding corner
+    assert float(window[0, 4, 4, 4]) == 5.0  # inside the volume

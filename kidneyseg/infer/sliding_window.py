@@ -119,7 +119,8 @@ def sliding_window_predict(
         image: (C, z, y, x) float input at network resolution (normalized); any device.
         network: callable mapping (B, C, pz, py, px) to logits (B, K, pz, py, px) (or a list whose
             first entry is that), already on ``device`` and in eval mode.
-        patch_size: window size (pz, py, px) in voxels; a smaller volume is padded with zeros.
+        patch_size: window size (pz, py, px) in voxels; a smaller volume is padded with each
+            channel's minimum (as the training sampler pads).
         overlap: fraction of a window shared with its neighbour, in [0, 1) (0.5 as nnU-Net).
         batch_size: windows per network call.
         mirror_axes: spatial axes (0 = z, 1 = y, 2 = x) to flip for test-time augmentation;
@@ -154,13 +155,16 @@ def sliding_window_predict(
 
     shape = tuple(int(s) for s in x.shape[1:])
     pad = [max(p - s, 0) for p, s in zip(patch, shape)]
-    if any(pad):  # pad symmetrically to at least one patch; cropped off again below
-        spec = []
-        for pz in reversed(pad):
-            spec += [pz // 2, pz - pz // 2]
-        x = F.pad(x, spec)
-    padded = tuple(int(s) for s in x.shape[1:])
     inner = tuple(slice(p // 2, p // 2 + s) for p, s in zip(pad, shape))
+    if any(pad):  # pad symmetrically to at least one patch; cropped off again below
+        # Each channel is padded with its own minimum (air for the CT, 0 for the prior channels),
+        # as the training sampler pads patches that leave the volume: zeros would be mean
+        # foreground intensity after z-scoring and read as tissue.
+        mins = x.reshape(x.shape[0], -1).amin(dim=1)
+        full = mins.view(-1, 1, 1, 1).expand(x.shape[0], *[s + p for s, p in zip(shape, pad)]).clone()
+        full[(slice(None), *inner)] = x
+        x = full
+    padded = tuple(int(s) for s in x.shape[1:])
 
     # the number of classes comes from one forward pass on the first window (also a warm-up)
     starts = [window_starts(s, p, overlap) for s, p in zip(padded, patch)]
