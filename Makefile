@@ -8,6 +8,8 @@ PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip
 STAMP   = $(VENV)/.installed
 SHELL  := /bin/bash
+# Read and write text as UTF-8 whatever the machine's locale (notebooks hold non-ASCII text).
+export PYTHONUTF8 := 1
 # pip's log goes to a file (it warns once per package about empty local index folders); on failure
 # the meaningful lines are printed.
 QUIET   = > $(VENV)/pip.log 2>&1 || { grep -v "is ignored: it is neither" $(VENV)/pip.log | tail -30; exit 1; }

@@ -53,7 +53,7 @@ def atomic_path(target: os.PathLike | str, suffix: str | None = None) -> Iterato
     :class:`KidneysegError` naming the target.
 
     >>> with atomic_path("/tmp/example.txt") as tmp:
-    ...     _ = tmp.write_text("complete")
+    ...     _ = tmp.write_text("complete", encoding="utf-8")
     """
     target = Path(target)
     ensure_output_dir(target.parent)
@@ -76,5 +76,5 @@ def atomic_path(target: os.PathLike | str, suffix: str | None = None) -> Iterato
 def write_text_atomic(target: os.PathLike | str, text: str) -> Path:
     """Write ``text`` to ``target`` atomically and return the path."""
     with atomic_path(target) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return Path(target)

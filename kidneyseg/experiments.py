@@ -251,7 +251,7 @@ def run_ablation(base_config, cache_dir: os.PathLike | str, stage1_model_dir: os
             run = out / _slug(variant) / f"seed{seed}"
             done = run / "result.json"
             if done.exists():
-                frames.append(pd.DataFrame(json.loads(done.read_text())))
+                frames.append(pd.DataFrame(json.loads(done.read_text(encoding="utf-8"))))
                 log(f"ablation {variant} seed {seed}: done earlier, skipped")
                 continue
             model_dir = ensure_output_dir(run / "model")

@@ -56,9 +56,9 @@ def load_profile(name_or_path: str) -> dict:
     if path.suffix == ".json":
         if not path.exists():
             raise fail(path, "no such profile file")
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     elif name_or_path in PROFILES:
-        text = resources.files("kidneyseg.profiles").joinpath(f"{name_or_path}.json").read_text()
+        text = resources.files("kidneyseg.profiles").joinpath(f"{name_or_path}.json").read_text(encoding="utf-8")
     else:
         raise KidneysegError(f"profile must be one of {list(PROFILES)} or a .json file, got {name_or_path!r}")
     try:
@@ -134,7 +134,7 @@ def prepare_data(out: Path, data_dir: str | None, phantoms: int | None, profile:
     seed = int(opts.pop("seed", 0))
     marker = out / "data" / ".complete.json"
     wanted = {"cases": n, "seed": seed, **opts}
-    if marker.exists() and json.loads(marker.read_text()) == wanted:
+    if marker.exists() and json.loads(marker.read_text(encoding="utf-8")) == wanted:
         return out / "data" / "manifest.csv"
     manifest = Path(write_phantoms(out / "data", n, seed, progress=sys.stderr.isatty(), **opts))
     write_text_atomic(marker, json.dumps(wanted, sort_keys=True))
@@ -219,8 +219,8 @@ def run_pipeline(out: str | os.PathLike, *, data_dir: str | None = None, phantom
     for name in names:
         params = notebook_parameters(name, prof, out, manifest)
         mark = out / "steps" / f"{name}.done"
-        digest = _digest({"params": params, "notebook": (notebook_dir / f"{name}.ipynb").read_text()})
-        if not force and mark.exists() and mark.read_text().strip() == digest:
+        digest = _digest({"params": params, "notebook": (notebook_dir / f"{name}.ipynb").read_text(encoding="utf-8")})
+        if not force and mark.exists() and mark.read_text(encoding="utf-8").strip() == digest:
             log(f"  {name}: up to date, skipped")
             results.append(StepResult(name, "skipped", 0.0))
             continue

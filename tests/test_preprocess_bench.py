@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("nnunetv2") is None, reason="nnunetv2 not installed (make bench)")
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "bench" / "make_volume.py").exists(),
+                    reason="anchor benchmarks (../shared/bench) not found")
 def test_resample_benchmark_quick(tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "resample.py"), "--quick",
                         "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
@@ -24,6 +26,8 @@ def test_resample_benchmark_quick(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "bench" / "make_volume.py").exists(),
+                    reason="anchor benchmarks (../shared/bench) not found")
 def test_load_benchmark_quick(tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "load.py"), "--quick", "--repeat", "1",
                         "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)

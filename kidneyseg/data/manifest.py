@@ -92,7 +92,7 @@ def read_kits_json(path: os.PathLike | str) -> dict[str, float]:
     if not path.exists():
         return {}
     try:
-        records = json.loads(path.read_text())
+        records = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise fail(path, f"not a readable JSON file ({exc})") from None
     if not isinstance(records, list):

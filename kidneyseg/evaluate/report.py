@@ -142,7 +142,7 @@ def to_csv_text(rows: list[dict], tolerance_mm: float) -> str:
 def write_csv(rows: list[dict], path: os.PathLike | str, tolerance_mm: float) -> Path:
     """Write the per-case CSV (with summary row) atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(to_csv_text(rows, tolerance_mm))
+        tmp.write_text(to_csv_text(rows, tolerance_mm), encoding="utf-8")
     return Path(path)
 
 
@@ -159,7 +159,7 @@ def write_json(rows: list[dict], path: os.PathLike | str, tolerance_mm: float) -
         "summary": {k: _json_safe(v) for k, v in summarize(rows).items()},
     }
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
     return Path(path)
 
 

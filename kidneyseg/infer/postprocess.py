@@ -200,7 +200,7 @@ def load_choice(model_dir: os.PathLike | str) -> tuple[str, dict]:
     if not path.exists():
         return DEFAULT_STRATEGY, {"min_component_ml": DEFAULT_MIN_COMPONENT_ML}
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise fail(path, f"cannot read post-processing choice ({exc})") from None
     if not isinstance(doc, dict):

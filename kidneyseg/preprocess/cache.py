@@ -196,7 +196,7 @@ def _case_dir(cache_dir: Path, stage: int, case_id: str) -> Path:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise fail(path, f"unreadable cache file ({exc})") from None
 
@@ -245,7 +245,7 @@ def list_cases(cache_dir: str | os.PathLike, split: str | None = None, stage: in
         if root.is_dir():
             for p in root.glob("*/properties.json"):
                 try:
-                    if not json.loads(p.read_text()).get("skipped"):
+                    if not json.loads(p.read_text(encoding="utf-8")).get("skipped"):
                         ids.add(p.parent.name)
                 except (OSError, json.JSONDecodeError):
                     continue
@@ -286,7 +286,7 @@ def _up_to_date(d: Path, plan_hash: str, sources: dict) -> bool:
     if not pfile.is_file():
         return False
     try:
-        props = json.loads(pfile.read_text())
+        props = json.loads(pfile.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
     if props.get("plan_hash") != plan_hash or props.get("sources") != sources:

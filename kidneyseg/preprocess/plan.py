@@ -140,7 +140,7 @@ class Plan:
         if not path.is_file():
             raise fail(path, "plan file not found (make one with `kidneyseg plan MANIFEST -o plan.json`)")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise fail(path, f"not valid JSON ({exc})") from None
         if not isinstance(data, dict):

@@ -39,6 +39,7 @@ import itertools
 import json
 import math
 import os
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -162,7 +163,7 @@ class AugmentConfig:
     def load(cls, path: str | os.PathLike) -> "AugmentConfig":
         """Read a config written by :meth:`save`."""
         try:
-            data = json.loads(open(path).read())
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise fail(path, f"cannot read augmentation config ({exc})") from None
         if not isinstance(data, dict):

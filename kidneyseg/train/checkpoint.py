@@ -53,7 +53,7 @@ def _listed_hashes(path: Path) -> set[str]:
     sp = _sha_path(path)
     if not sp.is_file():
         return set()
-    return {line.split()[0] for line in sp.read_text().splitlines() if line.strip()}
+    return {line.split()[0] for line in sp.read_text(encoding="utf-8").splitlines() if line.strip()}
 
 
 def save_checkpoint(path: os.PathLike | str, payload: dict[str, Any]) -> str:

@@ -182,7 +182,7 @@ def load_config(path: os.PathLike | str) -> TrainConfig:
     path = Path(path)
     if not path.is_file():
         raise fail(path, "config file not found")
-    return TrainConfig.from_json(path.read_text(), str(path))
+    return TrainConfig.from_json(path.read_text(encoding="utf-8"), str(path))
 
 
 def save_config(cfg: TrainConfig, path: os.PathLike | str) -> Path:

@@ -216,7 +216,7 @@ def _read_run_json(path: Path) -> dict:
     if not path.is_file():
         raise fail(path.parent, f"is not a run folder (no {RUN_FILE}) and not a manifest CSV")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise fail(path, f"not a readable JSON file ({exc})") from None
     if not isinstance(data, dict):
