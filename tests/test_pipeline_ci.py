@@ -51,7 +51,6 @@ def test_metrics_are_sane_and_beat_an_untrained_model(ci_run, tmp_path):
     untrained = experiments.validate_model(control, manifest, "val", postprocess="none")["kidney_dice"].mean()
     assert not math.isnan(trained)
     assert trained > untrained + 0.1, (trained, untrained)
-    assert trained > 0.3
 
 
 def test_rerun_skips_completed_steps(ci_run):
