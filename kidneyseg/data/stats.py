@@ -100,30 +100,26 @@ def compare_with_thesis(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------ figures
-def plot_size_boxplot(df: pd.DataFrame, ax=None, title: str = "Dimension sizes"):
-    """Fig. 4.2: box plots of the array sizes (voxels) along x, y and z; returns the Axes."""
+def _xyz_boxplot(df: pd.DataFrame, prefix: str, ylabel: str, ax, title: str):
+    """Box plots of the ``<prefix>_x``, ``_y``, ``_z`` columns; returns the Axes."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 4))
-    data = [df["shape_x"].to_numpy(), df["shape_y"].to_numpy(), df["shape_z"].to_numpy()]
-    _boxplot(ax, data, ["x", "y", "z"])
-    ax.set_ylabel("size (voxels)")
+    _boxplot(ax, [df[f"{prefix}_{a}"].to_numpy() for a in "xyz"], ["x", "y", "z"])
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     return ax
+
+
+def plot_size_boxplot(df: pd.DataFrame, ax=None, title: str = "Dimension sizes"):
+    """Fig. 4.2: box plots of the array sizes (voxels) along x, y and z; returns the Axes."""
+    return _xyz_boxplot(df, "shape", "size (voxels)", ax, title)
 
 
 def plot_spacing_boxplot(df: pd.DataFrame, ax=None, title: str = "Voxel spacing"):
     """Box plots of the x, y, z spacing (mm); returns the Axes."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 4))
-    data = [df["spacing_x"].to_numpy(), df["spacing_y"].to_numpy(), df["spacing_z"].to_numpy()]
-    _boxplot(ax, data, ["x", "y", "z"])
-    ax.set_ylabel("spacing (mm)")
-    ax.set_title(title)
-    return ax
+    return _xyz_boxplot(df, "spacing", "spacing (mm)", ax, title)
 
 
 def plot_volumes(df: pd.DataFrame, ax=None, title: str = "Kidney and tumor volume per case"):
