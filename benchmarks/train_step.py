@@ -24,7 +24,6 @@ Last line: ``RESULT speedup_vs_nnunet=<x> device=<cpu or card name> patch=<p>``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import types

@@ -78,3 +78,26 @@ def write_text_atomic(target: os.PathLike | str, text: str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(target)
+
+
+def read_json(path: os.PathLike | str, what: str = "JSON file", kind: type | None = dict):
+    """Parse a UTF-8 JSON file, or raise one :class:`KidneysegError` line naming the file.
+
+    Args:
+        path: the file.
+        what: how the message names it ("plan", "cache file", ...).
+        kind: the required top-level type (``dict``, ``list``) or ``None`` for any.
+    """
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise fail(path, f"{what} not found") from None
+    except json.JSONDecodeError as exc:
+        raise fail(path, f"{what} is not valid JSON ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(path, f"cannot read {what} ({exc})") from None
+    if kind is not None and not isinstance(data, kind):
+        raise fail(path, f"{what} must hold a JSON {'object' if kind is dict else kind.__name__}")
+    return data

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
 import torch
 
 from kidneyseg.cli import main

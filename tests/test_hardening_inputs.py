@@ -17,12 +17,11 @@ starts Voila. docs/failures.md holds the same table in words.
 
 from __future__ import annotations
 
-import errno
 import json
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -90,7 +89,7 @@ def _manifest(env: Env) -> list[str]:
 
 def _bad_label(label=None, image=None, **kw):
     def setup(env: Env):
-        d = H.write_case(env.data, "case_00000", image=image, label=label, **kw)
+        H.write_case(env.data, "case_00000", image=image, label=label, **kw)
         H.write_case(env.data, "case_00001")
         return _manifest(env), "case_00000/segmentation.nii.gz"
     return setup
@@ -260,7 +259,6 @@ def _preprocess_mr(env: Env):
 
 
 def _preprocess_changed_plan(env: Env):
-    from kidneyseg.preprocess.plan import Plan
 
     H.write_case(env.data, "case_00000")
     m = H.write_manifest_for(env.data)

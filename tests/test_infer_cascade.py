@@ -129,3 +129,63 @@ def test_shards_are_disjoint_and_deterministic():
         with pytest.raises(ValueError, match="shard"):
             parse_shard(bad)
     assert cascade.output_path("c", cascade.Path("x.nii.gz"), True).name == "x.nii.gz"
+
+
+def test_stage2_runs_only_on_the_part_of_the_box_inside_the_volume(monkeypatch):
+    """A box twice the volume: the network sees only the inside part, output geometry and answer unchanged."""
+    from kidneyseg.infer import sliding_window
+    from kidneyseg.io import Volume
+    from kidneyseg.preprocess.cache import preprocess_case
+
+    ct = phantom_ct(shape=(24, 40, 44))
+    spacing = (2.0, 1.6, 1.6)
+    vol = Volume(ct.astype(np.float32), kits_affine(spacing))
+    big = threshold_model(box_size_mm=(96.0, 128.0, 140.8))  # 48 x 80 x 88 voxels at 2/1.6 mm: 2x the volume
+    center = (11.5, 19.5, 21.5)
+    _, _, props = preprocess_case(vol.array, None, spacing, big.plan, 2, center=center)
+    assert props["padded"] and props["box_voxels"] == [48, 80, 88]
+    # the volume sits in the middle of the box: voxels [12, 36) x [20, 60) x [22, 66)
+    assert props["inside"] == [[12, 36], [20, 60], [22, 66]]
+
+    seen = []
+    real = sliding_window.sliding_window_predict
+
+    def spy(image, *a, **k):
+        seen.append(tuple(image.shape[1:]))
+        return real(image, *a, **k)
+
+    monkeypatch.setattr(cascade, "sliding_window_predict", spy)
+    labels, _ = predict_volume(vol, big, progress=False)
+    assert seen[1] == (24, 40, 44)  # stage 2 ran on the inside part only, not on 48 x 80 x 88
+    assert labels.shape == ct.shape
+    assert dice(labels == 1, ct > 150) > 0.9
+
+
+@pytest.mark.parametrize("body_crop", [True, False])
+def test_stage1_runs_on_the_body_box_unless_told_otherwise(monkeypatch, body_crop):
+    """A CT with 60 % air around the body: stage 1 sees only the body box; the answer is unchanged."""
+    from kidneyseg.infer import sliding_window
+    from kidneyseg.io import Volume
+
+    ct = phantom_ct(shape=(24, 40, 44)).astype(np.float32)
+    big = np.full((24, 100, 110), -1000.0, np.float32)
+    big[:, 30:70, 33:77] = ct
+    big[:, 30:32] = -1000.0  # phantom_ct's own air rows
+    spacing = (2.0, 1.6, 1.6)
+    seen = []
+    real = sliding_window.sliding_window_predict
+
+    def spy(image, *a, **k):
+        seen.append(tuple(image.shape[1:]))
+        return real(image, *a, **k)
+
+    monkeypatch.setattr(cascade, "sliding_window_predict", spy)
+    model = threshold_model()
+    labels, _ = predict_volume(Volume(big, kits_affine(spacing)), model, progress=False, body_crop=body_crop)
+    # stage 1 at 4 x 3.2 x 3.2 mm (half the voxels in y, x): the body box, rows 32-70 and columns
+    # 33-77 plus 7 voxels (10 mm) of margin each side = 52 x 58 voxels, or the whole 100 x 110
+    expect = (12, 26, 29) if body_crop else (12, 50, 55)
+    assert seen[0] == expect
+    assert labels.shape == big.shape
+    assert dice(labels == 1, big > 150) > 0.9
+    assert not labels[:, :25].any() and not labels[:, 75:].any()

@@ -166,7 +166,7 @@ def test_empirical_rates_follow_probabilities():
     cfg = only(**{name: p for name in INTENSITY}, p_rotation=p, p_scaling=p, p_mirror=p)
     g = torch.Generator().manual_seed(11)
     counts = {name: 0.0 for name in TRANSFORMS}
-    n, changed_ok = 0, 0
+    n = 0
     image, label = torch.randn(16, 1, 4, 4, 4), torch.zeros(16, 1, 4, 4, 4, dtype=torch.int64)
     for _ in range(40):
         record = {}

@@ -97,7 +97,7 @@ def test_bad_sources_give_one_clear_line(tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "run.json").write_text("{not json")
-    with pytest.raises(KidneysegError, match="not a readable JSON"):
+    with pytest.raises(KidneysegError, match="not valid JSON"):
         open_catalog(bad)
     (bad / "run.json").write_text(json.dumps({"predictions_dir": "p"}))
     with pytest.raises(KidneysegError, match="has no 'manifest' entry"):

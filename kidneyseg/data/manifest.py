@@ -35,7 +35,6 @@ them and leaves NaN).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -49,7 +48,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..errors import KidneysegError, atomic_path, fail
+from ..errors import KidneysegError, atomic_path, fail, read_json
 from ..io import read_header
 
 #: The manifest's columns, in order (the shared contract).
@@ -91,12 +90,7 @@ def read_kits_json(path: os.PathLike | str) -> dict[str, float]:
     path = Path(path)
     if not path.exists():
         return {}
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise fail(path, f"not a readable JSON file ({exc})") from None
-    if not isinstance(records, list):
-        raise fail(path, "expected a JSON list of case records (the KiTS19 kits.json layout)")
+    records = read_json(path, "kits.json (a JSON list of case records)", list)
     sizes = {}
     for rec in records:
         if isinstance(rec, dict) and "case_id" in rec:

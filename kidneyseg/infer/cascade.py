@@ -2,16 +2,19 @@
 
 Data flow for one case (all arrays (z, y, x)):
 
-1. **stage 1**: the whole CT (HU, canonical layout, original spacing) resampled to
-   ``plan.stage1_spacing`` and normalized with the plan -> sliding window -> coarse uint8 labels,
-   upsampled to the original grid (labels only, nearest);
+1. **stage 1**: the CT (HU, canonical layout, original spacing) cut to the body's bounding box
+   plus 10 mm of air (:func:`kidneyseg.preprocess.body.body_slices`; the whole volume with
+   ``body_crop=False``), resampled to ``plan.stage1_spacing`` and normalized with the plan ->
+   sliding window -> coarse uint8 labels, upsampled to the original grid (labels only, nearest;
+   background outside the body box);
 2. **ROI**: the plan's fixed box (``box_size_mm``, the thesis's section 3.4) centred on the
    bounding-box centre of the stage-1 foreground; with an empty stage-1 prediction, at the
    volume's centre (a warning says so). Only the box is read from the original grid and resampled
    to ``plan.target_spacing`` (padded where it leaves the volume), exactly as the training cache
    does it (:func:`kidneyseg.preprocess.cache.preprocess_case`);
 3. **stage 2**: image + one-hot stage-1 prior (kidney, tumor) of the box -> sliding window
-   (optional mirror TTA) -> uint8 labels;
+   (optional mirror TTA) over the part of the box inside the volume (windows of pure padding
+   would be thrown away) -> uint8 labels;
 4. the labels go back onto the original grid (nearest; background outside the box,
    :func:`kidneyseg.preprocess.cache.paste_label_back`) and are post-processed.
 
@@ -105,8 +108,8 @@ def _stage_bar(progress: bool, case_id: str):
 
 
 def predict_volume(volume: Volume, model: CascadeModel, overlap: float = 0.5, tta: bool = False,
-                   batch_size: int = 1, progress: bool = True,
-                   case_id: str = "case") -> tuple[np.ndarray, dict[str, float]]:
+                   batch_size: int = 1, progress: bool = True, case_id: str = "case",
+                   body_crop: bool = True) -> tuple[np.ndarray, dict[str, float]]:
     """Segment one CT volume with the cascade.
 
     Args:
@@ -117,11 +120,14 @@ def predict_volume(volume: Volume, model: CascadeModel, overlap: float = 0.5, tt
         batch_size: windows per network call.
         progress: tqdm bars per stage and per sliding window.
         case_id: name shown in progress and messages.
+        body_crop: run stage 1 on the body's bounding box only (the field of view's air around the
+            patient cannot hold a kidney); ``False``: on the whole volume.
 
     Returns:
         ``(labels, timings)``: uint8 (z, y, x) labels on ``volume``'s grid and seconds per stage
         (``stage1``, ``roi``, ``stage2``, ``postprocess``).
     """
+    from ..preprocess.body import body_slices
     from ..preprocess.cache import paste_label_back, preprocess_case
     from ..preprocess.roi import foreground_center
     from ..train.prior import prior_channels
@@ -140,14 +146,17 @@ def predict_volume(volume: Volume, model: CascadeModel, overlap: float = 0.5, tt
     # --- stage 1: whole volume at the coarse spacing (the cache's own preprocessing function)
     t0 = time.perf_counter()
     bar.set_postfix_str("stage 1")
-    x1, _, props1 = preprocess_case(img, None, spacing, plan, 1, case_id=case_id)
+    body = body_slices(img, spacing) if body_crop else None
+    body = body or (slice(None),) * 3
+    x1, _, props1 = preprocess_case(img[body], None, spacing, plan, 1, case_id=case_id)
     coarse = sliding_window_predict(torch.from_numpy(x1)[None], model.stage1, model.patch1,
                                     desc=f"{case_id} stage 1", **sw).labels
     del x1
     # Islands far from the kidneys would drag the box's centre away: keep at most two kidney
     # components (and the tumors touching them) on the coarse grid before placing the ROI.
     coarse = postprocess(coarse, tuple(props1["resampled_spacing"]), "anatomy")
-    prior_full = paste_label_back(coarse, props1)  # uint8 labels on the original grid (nearest)
+    prior_full = np.zeros(shape, np.uint8)  # uint8 labels on the original grid (nearest)
+    prior_full[body] = paste_label_back(coarse, props1)
     t["stage1"] = time.perf_counter() - t0
     bar.update(1)
 
@@ -169,8 +178,13 @@ def predict_volume(volume: Volume, model: CascadeModel, overlap: float = 0.5, tt
     # --- stage 2
     t0 = time.perf_counter()
     bar.set_postfix_str("stage 2")
-    fine = sliding_window_predict(inp, model.stage2, model.patch2, mirror_axes=(0, 1, 2) if tta else None,
-                                  desc=f"{case_id} stage 2", **sw).labels
+    # Only the part of the box inside the volume goes through the network: where the box reaches
+    # past the volume's edge, the rest is padding whose labels paste_label_back drops anyway.
+    inside = tuple(slice(a, b) for a, b in props2.get("inside", [[0, n] for n in inp.shape[1:]]))
+    fine = np.zeros(tuple(inp.shape[1:]), np.uint8)
+    fine[inside] = sliding_window_predict(inp[(slice(None), *inside)], model.stage2, model.patch2,
+                                          mirror_axes=(0, 1, 2) if tta else None, desc=f"{case_id} stage 2",
+                                          **sw).labels
     del inp
     t["stage2"] = time.perf_counter() - t0
     bar.update(1)
@@ -279,12 +293,13 @@ def _check_output_location(folder: Path) -> None:
 def predict_path(input_path: os.PathLike | str, output: os.PathLike | str, model_dir: os.PathLike | str,
                  device: str = "cpu", tta: bool = False, shard: str | None = None, overlap: float = 0.5,
                  batch_size: int = 1, overwrite: bool = False, postprocess_name: str | None = None,
-                 progress: bool = True, log=print) -> list[dict]:
+                 progress: bool = True, log=print, body_crop: bool = True) -> list[dict]:
     """Predict every case under ``input_path`` (file, DICOM folder or folder of cases) into ``output``.
 
     Outputs are written atomically with the input's exact shape and affine; an existing output is
     skipped (complete by construction) unless ``overwrite``. ``shard="i/N"`` takes the i-th of N
-    disjoint subsets. One timing line per case goes to ``log``.
+    disjoint subsets. One timing line per case goes to ``log``. ``body_crop``: see
+    :func:`predict_volume`.
 
     Returns:
         One dict per case: ``case_id``, ``output``, ``status`` (``"done"`` or ``"skipped"``), timings.
@@ -316,7 +331,7 @@ def predict_path(input_path: os.PathLike | str, output: os.PathLike | str, model
         vol = load_volume(path, kind="image")
         t_load = time.perf_counter() - t0
         labels, t = predict_volume(vol, model, overlap=overlap, tta=tta, batch_size=batch_size,
-                                   progress=progress, case_id=cid)
+                                   progress=progress, case_id=cid, body_crop=body_crop)
         t1 = time.perf_counter()
         save_like(labels, out, vol, kind="label")
         t_write = time.perf_counter() - t1

@@ -23,6 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=1, help="windows per network call (default 1)")
     p.add_argument("--postprocess", metavar="NAME",
                    help="override the model's post-processing (anatomy, largest, largest_per_class, none)")
+    p.add_argument("--no-body-crop", action="store_true",
+                   help="run stage 1 on the whole field of view, not only on the body's bounding box")
     p.add_argument("--overwrite", action="store_true", help="recompute outputs that already exist")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run_predict)
@@ -46,7 +48,8 @@ def run_predict(args: argparse.Namespace) -> int:
     try:
         predict_path(args.input, args.output, args.model, device=args.device, tta=args.tta, shard=args.shard,
                      overlap=args.overlap, batch_size=args.batch_size, overwrite=args.overwrite,
-                     postprocess_name=args.postprocess, progress=not args.no_progress)
+                     postprocess_name=args.postprocess, progress=not args.no_progress,
+                     body_crop=not args.no_body_crop)
     except ValueError as exc:  # argument errors (overlap, shard, strategy) as one line
         if isinstance(exc, KidneysegError):
             raise

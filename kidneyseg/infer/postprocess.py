@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from ..errors import fail, write_text_atomic
+from ..errors import fail, read_json, write_text_atomic
 
 _FULL = np.ones((3, 3, 3), bool)
 CHOICE_FILE = "postprocess.json"
@@ -199,12 +199,7 @@ def load_choice(model_dir: os.PathLike | str) -> tuple[str, dict]:
     path = Path(model_dir) / CHOICE_FILE
     if not path.exists():
         return DEFAULT_STRATEGY, {"min_component_ml": DEFAULT_MIN_COMPONENT_ML}
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise fail(path, f"cannot read post-processing choice ({exc})") from None
-    if not isinstance(doc, dict):
-        raise fail(path, "expected a JSON object")
+    doc = read_json(path, "post-processing choice")
     unknown = set(doc) - {"strategy", "options", "scores"}
     if unknown:
         raise fail(path, f"unknown keys {sorted(unknown)}; valid: ['options', 'scores', 'strategy']")

@@ -25,7 +25,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .memory import accumulator_bytes, choose_stitch_device, window_bytes

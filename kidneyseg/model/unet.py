@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .blocks import ConvNormAct, Ops, StackedBlocks
+from .blocks import Ops, StackedBlocks
 
 __all__ = ["NetworkConfig", "UNet", "Encoder", "Decoder", "build_unet", "count_parameters"]
 

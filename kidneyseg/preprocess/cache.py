@@ -45,7 +45,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import KidneysegError, atomic_path, ensure_output_dir, fail, write_text_atomic
+from ..errors import KidneysegError, atomic_path, ensure_output_dir, fail, read_json, write_text_atomic
 from .intensity import normalize_with_plan
 from .plan import Plan
 from .resample import AxisMap, lowres_axis, new_shape, resample_image_maps, resample_label_maps, zoom_map
@@ -146,6 +146,10 @@ def preprocess_case(image: np.ndarray, label: np.ndarray | None, spacing: Sequen
         valid = [((m.coords() >= -0.5) & (m.coords() <= n - 0.5)) for m, n in zip(maps, shape)]
         props["crop"] = region.to_dict()
         props["padded"] = not all(v.all() for v in valid)
+        # per axis, the [start, stop) of box voxels inside the volume (a contiguous range: the
+        # coordinates grow along each axis); inference runs the network on this part only
+        props["inside"] = [[int(np.argmax(v)), int(len(v) - np.argmax(v[::-1]))] if v.any() else [0, 0]
+                           for v in valid]
     else:
         sub_maps, img_src, lab_src, valid = maps, image, label, None
     out_img = resample_image_maps(img_src, sub_maps, plan.image_order, plan.image_order_z, sep)
@@ -195,10 +199,7 @@ def _case_dir(cache_dir: Path, stage: int, case_id: str) -> Path:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise fail(path, f"unreadable cache file ({exc})") from None
+    return read_json(path, "cache file", None)
 
 
 def load_case(cache_dir: str | os.PathLike, case_id: str, stage: int, mmap: bool = True) -> CachedCase:

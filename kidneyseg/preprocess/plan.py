@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import fail, write_text_atomic
+from ..errors import fail, read_json, write_text_atomic
 
 #: The thesis's target spacing, 0.78 x 0.78 x 1.0 mm (x, y, z), here in (z, y, x) order.
 DEFAULT_TARGET_SPACING = (1.0, 0.78, 0.78)
@@ -139,13 +139,7 @@ class Plan:
         path = Path(path)
         if not path.is_file():
             raise fail(path, "plan file not found (make one with `kidneyseg plan MANIFEST -o plan.json`)")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise fail(path, f"not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise fail(path, "plan must be a JSON object")
-        return cls.from_dict(data, source=path)
+        return cls.from_dict(read_json(path, "plan"), source=path)
 
     def require_box(self) -> tuple[float, float, float]:
         if self.box_size_mm is None:

@@ -39,7 +39,6 @@ import itertools
 import json
 import math
 import os
-from pathlib import Path
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -47,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import fail, write_text_atomic
+from ..errors import fail, read_json, write_text_atomic
 
 #: The order in which transforms are applied (and named in ``record``).
 TRANSFORMS = ("rotation", "scaling", "noise", "blur", "brightness", "contrast", "low_resolution",
@@ -162,13 +161,7 @@ class AugmentConfig:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "AugmentConfig":
         """Read a config written by :meth:`save`."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise fail(path, f"cannot read augmentation config ({exc})") from None
-        if not isinstance(data, dict):
-            raise fail(path, "augmentation config must be a JSON object")
-        return cls.from_dict(data, source=path)
+        return cls.from_dict(read_json(path, "augmentation config"), source=path)
 
 
 def in_plane_only(cfg: AugmentConfig, patch_size: Sequence[int]) -> bool:
@@ -318,7 +311,6 @@ def _affine_grid(theta: torch.Tensor, out_shape: Sequence[int]) -> torch.Tensor:
             return torch.zeros(1, device=theta.device, dtype=theta.dtype)
         return torch.linspace(-1, 1, size, device=theta.device, dtype=theta.dtype)
 
-    n = theta.shape[0]
     uz, uy, ux = (axis(s) for s in out_shape)
     # z and y terms on the small [n, z, y, 1, 3] plane, then one full-size add for the x term.
     plane = (theta[:, None, None, None, :, 3] + theta[:, None, None, None, :, 2] * uz[None, :, None, None, None]

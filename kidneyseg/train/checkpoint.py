@@ -16,7 +16,6 @@ checkpoint whose hash is listed.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pickle
 import random
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import KidneysegError, atomic_path, fail, write_text_atomic
+from ..errors import atomic_path, fail, write_text_atomic
 
 __all__ = ["FORMAT", "sha256_file", "save_checkpoint", "load_checkpoint", "verify_checkpoint", "get_rng_state",
            "set_rng_state", "load_state_checked", "load_model", "CHECKPOINT_LAST", "CHECKPOINT_BEST", "CONFIG_NAME"]

@@ -21,7 +21,6 @@ ground truth only (no predictions, no metrics file).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import KidneysegError, fail
+from ..errors import KidneysegError, fail, read_json
 from ..io import Volume, load_volume
 
 #: A case id is a plain file-name stem: letters, digits, ``_``, ``-`` and inner dots, no ``..``.
@@ -215,13 +214,7 @@ def open_catalog(source: os.PathLike | str) -> Catalog:
 def _read_run_json(path: Path) -> dict:
     if not path.is_file():
         raise fail(path.parent, f"is not a run folder (no {RUN_FILE}) and not a manifest CSV")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise fail(path, f"not a readable JSON file ({exc})") from None
-    if not isinstance(data, dict):
-        raise fail(path, "must hold a JSON object")
-    return data
+    return read_json(path, "run file")
 
 
 def _read_manifest(path: Path) -> pd.DataFrame:

@@ -8,7 +8,6 @@ stylesheets) and serves no files besides the dashboard (``file_denylist`` matche
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import subprocess
