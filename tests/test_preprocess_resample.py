@@ -99,3 +99,17 @@ def test_axis_map_general_offset():
     x = np.broadcast_to(np.arange(40, dtype=np.float32)[:, None, None], (40, 2, 2)).copy()
     cub = resample_image_maps(x, [AxisMap(5, 20.0, 0.5), zoom_map(2, 2), zoom_map(2, 2)], order=3)
     np.testing.assert_allclose(cub[:, 0, 0], [20.0, 20.5, 21.0, 21.5, 22.0], atol=1e-4)
+
+
+@pytest.mark.parametrize("order", [3, 1, 0])
+def test_cropped_and_flipped_views_resample_like_copies(order):
+    """Strided views (a body box cut from a CT) are read in place; negative strides are copied first."""
+    rng = np.random.default_rng(3)
+    big = (rng.normal(size=(12, 30, 34)) * 200).astype(np.float32)
+    before = big.copy()
+    for view in (big[2:10, 5:27, 3:30], big[:, ::-1, 4:20], big[::2, :, ::3]):
+        maps = [zoom_map(n, m) for n, m in zip(view.shape, (5, 17, 9))]
+        got = resample_image_maps(view, maps, order=order)
+        want = resample_image_maps(np.ascontiguousarray(view), maps, order=order)
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(big, before)  # the input is never written

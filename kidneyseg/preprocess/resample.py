@@ -262,8 +262,8 @@ def _as_tensor(array) -> tuple[torch.Tensor, bool]:
     arr = np.asarray(array)
     if arr.ndim != 3:
         raise ValueError(f"array must be 3D (z, y, x), got shape {arr.shape}")
-    if not arr.flags.c_contiguous:
-        arr = np.ascontiguousarray(arr)
+    if any(st < 0 for st in arr.strides):  # torch cannot view negative strides; any other view is
+        arr = np.ascontiguousarray(arr)     # used as it is (no copy of a cropped 1 GB CT)
     if arr.dtype == np.uint16 or arr.dtype == np.uint32:  # torch lacks some unsigned ops
         arr = arr.astype(np.int32)
     if not arr.flags.writeable:  # read-only memory maps: we never write into the input
