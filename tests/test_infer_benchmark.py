@@ -1,16 +1,21 @@
-"""benchmarks/predict.py --quick runs end to end and prints its RESULT line (needs nnunetv2)."""
+"""benchmarks/predict.py --quick and benchmarks/windows.py run end to end and print their RESULT lines."""
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from .conftest import ROOT
 
+SHARED_BENCH = Path(os.environ.get("KIDNEYSEG_SHARED_BENCH", ROOT.parent / "shared" / "bench"))
+
 
 @pytest.mark.skipif(importlib.util.find_spec("nnunetv2") is None, reason="nnunetv2 not installed (make bench)")
+@pytest.mark.skipif(not (SHARED_BENCH / "make_volume.py").is_file(), reason="anchor scripts (../shared/bench) absent")
 def test_predict_benchmark_quick():
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "predict.py"), "--quick", "--threads", "1"],
                        capture_output=True, text=True, timeout=300)
@@ -20,3 +25,21 @@ def test_predict_benchmark_quick():
     assert m, last
     assert float(m.group(2)) > 0 and 0 < float(m.group(3)) < 3
     assert "| kidneyseg |" in p.stdout and "| nnunet |" in p.stdout
+
+
+@pytest.mark.kits19
+def test_windows_benchmark_on_real_geometries(kits19_dir):
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "windows.py"), "--kits19", str(kits19_dir),
+                        "--limit", "12", "--workers", "1"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    last = p.stdout.strip().splitlines()[-1]
+    m = re.fullmatch(r"RESULT window_ratio=([0-9.]+) median_case_ratio=([0-9.]+) cases=12", last)
+    assert m, last
+    # every real scan is larger than a patch, and the box is smaller than most scans
+    assert 1.0 < float(m.group(1)) < 20 and 1.0 < float(m.group(2)) < 20
+
+
+def test_windows_benchmark_without_labels_says_so(tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "windows.py"), "--kits19", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip().splitlines()[-1] == "RESULT skipped=no_kits19"
