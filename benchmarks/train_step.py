@@ -100,6 +100,20 @@ def time_interleaved(steps_fns, dev, steps, warm):
     return [float(np.median(t)) for t in times]
 
 
+def sgd_step(net, opt, scaler, forward_loss):
+    """One training step as both trainers take it: (scaled) backward, unscale, clip at 12, step."""
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = forward_loss()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
+        scaler.step(opt)
+        scaler.update()
+
+    return step
+
+
 def setup_ours(dev, patch, batch, precision, channels_last, n_stages=6):
     torch.manual_seed(0)
     net = build_unet(NetworkConfig(n_stages=n_stages, strides=[[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1))).to(dev)
@@ -114,18 +128,12 @@ def setup_ours(dev, patch, batch, precision, channels_last, n_stages=6):
         x = x.contiguous(memory_format=torch.channels_last_3d)
     y = torch.randint(0, 3, (batch, 1, *patch), device=dev)
 
-    def step():
-        opt.zero_grad(set_to_none=True)
+    def forward_loss():  # ours: the loss outside autocast, in fp32 (as the trainer does)
         with torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):
             out = net(x)
-        loss = loss_fn(out, y)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
-        scaler.step(opt)
-        scaler.update()
+        return loss_fn(out, y)
 
-    return step, count_parameters(net), f"{str(dtype).replace('torch.', '')}{' +scaler' if use_scaler else ''}"
+    return sgd_step(net, opt, scaler, forward_loss), count_parameters(net), f"{str(dtype).replace('torch.', '')}{' +scaler' if use_scaler else ''}"
 
 
 def setup_nnunet(build, dev, patch, batch, n_stages=6):
@@ -141,18 +149,11 @@ def setup_nnunet(build, dev, patch, batch, n_stages=6):
     ys = [F.interpolate(y.float(), size=s, mode="nearest").long() for s in shapes]  # loader-side in nnU-Net
     loss_fn, loss_name = nnunet_loss(len(shapes))
 
-    def step():
-        opt.zero_grad(set_to_none=True)
+    def forward_loss():  # nnU-Net computes its loss inside autocast
         with torch.autocast(dev.type, dtype=torch.float16, enabled=fp16):
-            out = net(x)
-            loss = loss_fn(out, ys)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
-        scaler.step(opt)
-        scaler.update()
+            return loss_fn(net(x), ys)
 
-    return step, count_parameters(net), ("fp16 +scaler" if fp16 else "float32"), loss_name
+    return sgd_step(net, opt, scaler, forward_loss), count_parameters(net), ("fp16 +scaler" if fp16 else "float32"), loss_name
 
 
 def bench_loader(dev, patch, batch, n=4):

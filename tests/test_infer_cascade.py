@@ -131,9 +131,24 @@ def test_shards_are_disjoint_and_deterministic():
     assert cascade.output_path("c", cascade.Path("x.nii.gz"), True).name == "x.nii.gz"
 
 
-def test_stage2_runs_only_on_the_part_of_the_box_inside_the_volume(monkeypatch):
-    """A box twice the volume: the network sees only the inside part, output geometry and answer unchanged."""
+@pytest.fixture
+def window_inputs(monkeypatch):
+    """The (z, y, x) shape of every input the cascade hands to the sliding window, stage 1 first."""
     from kidneyseg.infer import sliding_window
+
+    seen = []
+    real = sliding_window.sliding_window_predict
+
+    def spy(image, *a, **k):
+        seen.append(tuple(image.shape[1:]))
+        return real(image, *a, **k)
+
+    monkeypatch.setattr(cascade, "sliding_window_predict", spy)
+    return seen
+
+
+def test_stage2_runs_only_on_the_part_of_the_box_inside_the_volume(window_inputs):
+    """A box twice the volume: the network sees only the inside part, output geometry and answer unchanged."""
     from kidneyseg.io import Volume
     from kidneyseg.preprocess.cache import preprocess_case
 
@@ -147,14 +162,7 @@ def test_stage2_runs_only_on_the_part_of_the_box_inside_the_volume(monkeypatch):
     # the volume sits in the middle of the box: voxels [12, 36) x [20, 60) x [22, 66)
     assert props["inside"] == [[12, 36], [20, 60], [22, 66]]
 
-    seen = []
-    real = sliding_window.sliding_window_predict
-
-    def spy(image, *a, **k):
-        seen.append(tuple(image.shape[1:]))
-        return real(image, *a, **k)
-
-    monkeypatch.setattr(cascade, "sliding_window_predict", spy)
+    seen = window_inputs
     labels, _ = predict_volume(vol, big, progress=False)
     assert seen[1] == (24, 40, 44)  # stage 2 ran on the inside part only, not on 48 x 80 x 88
     assert labels.shape == ct.shape
@@ -162,9 +170,8 @@ def test_stage2_runs_only_on_the_part_of_the_box_inside_the_volume(monkeypatch):
 
 
 @pytest.mark.parametrize("body_crop", [True, False])
-def test_stage1_runs_on_the_body_box_unless_told_otherwise(monkeypatch, body_crop):
+def test_stage1_runs_on_the_body_box_unless_told_otherwise(window_inputs, body_crop):
     """A CT with 60 % air around the body: stage 1 sees only the body box; the answer is unchanged."""
-    from kidneyseg.infer import sliding_window
     from kidneyseg.io import Volume
 
     ct = phantom_ct(shape=(24, 40, 44)).astype(np.float32)
@@ -172,14 +179,7 @@ def test_stage1_runs_on_the_body_box_unless_told_otherwise(monkeypatch, body_cro
     big[:, 30:70, 33:77] = ct
     big[:, 30:32] = -1000.0  # phantom_ct's own air rows
     spacing = (2.0, 1.6, 1.6)
-    seen = []
-    real = sliding_window.sliding_window_predict
-
-    def spy(image, *a, **k):
-        seen.append(tuple(image.shape[1:]))
-        return real(image, *a, **k)
-
-    monkeypatch.setattr(cascade, "sliding_window_predict", spy)
+    seen = window_inputs
     model = threshold_model()
     labels, _ = predict_volume(Volume(big, kits_affine(spacing)), model, progress=False, body_crop=body_crop)
     # stage 1 at 4 x 3.2 x 3.2 mm (half the voxels in y, x): the body box, rows 32-70 and columns

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import pytest
 from kidneyseg.viewer.commands import free_port, voila_command
 from kidneyseg.viewer.style import MESH_COLOURS, MESH_HUES
 
-from .browser.fake_run import make_fake_run
+from .browser.fake_run import make_fake_run, wait_for_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -65,16 +64,9 @@ def viewer_url(tmp_path_factory, playwright_api):
     argv, env = voila_command(run, port)
     log = open(tmp_path_factory.mktemp("voila_log") / "voila.log", "w+")
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"voila did not start:\n{log.read()[-3000:]}")
-            time.sleep(0.3)
+    if not wait_for_port(port, proc):
+        log.seek(0)
+        pytest.fail(f"voila did not start:\n{log.read()[-3000:]}")
     yield f"http://127.0.0.1:{port}/", run
     proc.terminate()
     try:

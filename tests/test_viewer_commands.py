@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 
@@ -16,7 +15,7 @@ from kidneyseg.viewer import commands
 from kidneyseg.viewer.commands import TEMPLATE_ROOT, free_port, run_viewer, voila_command
 from kidneyseg.viewer.dashboard import ENV_SOURCE
 
-from .browser.fake_run import make_fake_run
+from .browser.fake_run import make_fake_run, wait_for_port
 
 
 def test_voila_command_binds_localhost_with_offline_template(tmp_path):
@@ -83,14 +82,7 @@ def test_server_serves_no_files_and_listens_on_loopback_only(tmp_path):
     argv, env = voila_command(run, port)
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "voila did not start"
-                time.sleep(0.3)
+        assert wait_for_port(port, proc), "voila did not start"
         base = f"http://127.0.0.1:{port}"
         for path in ("/voila/files/secret.png", "/voila/files/../secret.png", "/voila/files/%2e%2e/%2e%2e/etc/passwd",
                      "/voila/files/" + str(secret).lstrip("/"), "/voila/files/run/run.json",

@@ -123,3 +123,19 @@ def make_fake_run(root: Path, n_cases: int = 3, seed: int = 0, with_metrics: boo
                 "metrics_csv": "metrics.csv", "model_dir": "model"}
     (run / "run.json").write_text(json.dumps(run_json, indent=2))
     return run
+
+
+def wait_for_port(port: int, proc, seconds: float = 60.0) -> bool:
+    """Wait until something listens on 127.0.0.1:``port``; False if ``proc`` exits or time runs out."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.3)
