@@ -153,6 +153,28 @@ def notebook_parameters(name: str, profile: dict, out: Path, manifest: Path) -> 
     return {k: v.replace("{run_dir}", str(out)) if isinstance(v, str) else v for k, v in params.items()}
 
 
+def kernel_manager_options() -> dict:
+    """Extra papermill arguments: CurveZMQ encryption between papermill and the kernel where both support it.
+
+    ipykernel >= 7.4 prints "Kernel is running over TCP without encryption" on every start
+    otherwise (once per notebook in the pipeline's output). ``transport_encryption="auto"``
+    encrypts when the kernel declares support and falls back to plain TCP when it does not.
+    Returns ``{}`` with a jupyter_client that has no such option.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    if "transport_encryption" not in AsyncKernelManager.class_trait_names():
+        return {}
+    from traitlets import default
+
+    class EncryptedKernelManager(AsyncKernelManager):
+        @default("transport_encryption")
+        def _default_transport_encryption(self):
+            return "auto"
+
+    return {"kernel_manager_class": EncryptedKernelManager}
+
+
 def _execute(nb_in: Path, nb_out: Path, params: dict, cwd: Path) -> None:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -161,7 +183,8 @@ def _execute(nb_in: Path, nb_out: Path, params: dict, cwd: Path) -> None:
     params = {k: v for k, v in params.items() if k in declared}
     try:
         pm.execute_notebook(str(nb_in), str(nb_out), parameters=params, cwd=str(cwd),
-                            progress_bar=sys.stderr.isatty(), kernel_name="python3", log_output=False)
+                            progress_bar=sys.stderr.isatty(), kernel_name="python3", log_output=False,
+                            **kernel_manager_options())
     except PapermillExecutionError as exc:
         evalue = str(exc.evalue).strip().splitlines()
         raise KidneysegError(
