@@ -83,8 +83,12 @@ def _erode(x: torch.Tensor, radius: int = 1) -> torch.Tensor:
 
 
 def soft_boundary(x: torch.Tensor) -> torch.Tensor:
-    """Morphological gradient ``dilate(x) - erode(x)`` (3x3x3): 1 on both sides of a binary edge."""
-    return _dilate(x) - _erode(x)
+    """Morphological gradient ``dilate(x) - erode(x)`` (3x3x3): 1 on both sides of a binary edge.
+
+    Computed as ``dilate(x) + dilate(-x)`` (``erode(x) = -dilate(-x)``): the same values with one
+    negation fewer.
+    """
+    return _dilate(x) + _dilate(-x)
 
 
 def soft_surface_dice(probs: torch.Tensor, onehot: torch.Tensor, tolerance: int = 1, batch_dice: bool = True,
@@ -94,7 +98,8 @@ def soft_surface_dice(probs: torch.Tensor, onehot: torch.Tensor, tolerance: int 
     Classes with an empty reference and an empty prediction are skipped; if every class is
     skipped the score is 1 (nothing to find, nothing found).
     """
-    p, g = probs[:, 1:], onehot[:, 1:]
+    # contiguous copies: max-pooling a channel slice in place is slower on CPU (measured 20 vs 9 ms)
+    p, g = probs[:, 1:].contiguous(), onehot[:, 1:].contiguous()
     bp, bg = soft_boundary(p), soft_boundary(g)
     band_p = _dilate(bp, tolerance) if tolerance > 0 else bp
     band_g = _dilate(bg, tolerance) if tolerance > 0 else bg
