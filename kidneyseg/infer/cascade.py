@@ -143,7 +143,7 @@ def predict_volume(volume: Volume, model: CascadeModel, overlap: float = 0.5, tt
     bar = _stage_bar(progress, case_id)
     sw = dict(overlap=overlap, batch_size=batch_size, device=model.device, progress=progress)
 
-    # --- stage 1: whole volume at the coarse spacing (the cache's own preprocessing function)
+    # --- stage 1: the body's box at the coarse spacing (the cache's own preprocessing function)
     t0 = time.perf_counter()
     bar.set_postfix_str("stage 1")
     body = body_slices(img, spacing) if body_crop else None
