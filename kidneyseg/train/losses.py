@@ -78,10 +78,6 @@ def _dilate(x: torch.Tensor, radius: int = 1) -> torch.Tensor:
     return pool(x, k, 1, radius)
 
 
-def _erode(x: torch.Tensor, radius: int = 1) -> torch.Tensor:
-    return -_dilate(-x, radius)
-
-
 def soft_boundary(x: torch.Tensor) -> torch.Tensor:
     """Morphological gradient ``dilate(x) - erode(x)`` (3x3x3): 1 on both sides of a binary edge.
 
