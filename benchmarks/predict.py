@@ -135,7 +135,7 @@ class Counter:
 def worker_ours(a, case: Path, model_dir: Path) -> dict:
     import torch
 
-    from kidneyseg.infer import cascade
+    from kidneyseg.infer import cascade, predict
 
     torch.set_num_threads(a.threads)
     counters = []
@@ -150,7 +150,7 @@ def worker_ours(a, case: Path, model_dir: Path) -> dict:
     cascade.CascadeModel.load = classmethod(load)
     out = case.parent / "pred.nii.gz"
     t0 = time.perf_counter()
-    res = cascade.predict_path(case, out, model_dir, overlap=0.5, overwrite=True, progress=False,
+    res = predict.predict_path(case, out, model_dir, overlap=0.5, overwrite=True, progress=False,
                                log=lambda s: print("    " + s, flush=True))
     dt = time.perf_counter() - t0
     r = res[0]

@@ -1,5 +1,7 @@
 """kidneyseg predict: exact geometry for KiTS, RAS, 5 mm and DICOM inputs; model folders; shards; skips."""
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -8,8 +10,8 @@ import torch
 from kidneyseg.cli import main
 from kidneyseg.errors import KidneysegError
 from kidneyseg.infer import cascade
-from kidneyseg.infer.cascade import (CascadeModel, list_inputs, parse_shard, predict_path, predict_volume,
-                                     shard_cases)
+from kidneyseg.infer.cascade import CascadeModel, predict_volume
+from kidneyseg.infer.predict import list_inputs, output_path, parse_shard, predict_path, shard_cases
 from kidneyseg.io import load_volume
 
 from .conftest import kits_affine
@@ -128,7 +130,7 @@ def test_shards_are_disjoint_and_deterministic():
     for bad in ("3/3", "a/b", "1", "-1/2"):
         with pytest.raises(ValueError, match="shard"):
             parse_shard(bad)
-    assert cascade.output_path("c", cascade.Path("x.nii.gz"), True).name == "x.nii.gz"
+    assert output_path("c", Path("x.nii.gz"), True).name == "x.nii.gz"
 
 
 @pytest.fixture

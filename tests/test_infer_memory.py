@@ -20,14 +20,14 @@ CHILD = textwrap.dedent('''
     sys.path.insert(0, {root!r})
     import numpy as np, nibabel as nib, torch
     torch.set_num_threads(2)
-    from kidneyseg.infer import cascade
+    from kidneyseg.infer import cascade, predict
     from tests.infer_helpers import threshold_model
     model = threshold_model(target_spacing=(1.0, 0.78, 0.78), stage1_spacing=(2.5, 1.95, 1.95),
                             box_size_mm=(216.0, 180.0, 296.0))
     model.patch1 = model.patch2 = (64, 128, 128)
     cascade.CascadeModel.load = classmethod(lambda cls, *a, **k: model)
     t0 = time.perf_counter()
-    res = cascade.predict_path({src!r}, {out!r}, "unused", progress=False, log=print)
+    res = predict.predict_path({src!r}, {out!r}, "unused", progress=False, log=print)
     hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
     print("JSON " + json.dumps({{"peak_gib": int(hwm) / 1024 ** 2, "seconds": time.perf_counter() - t0}}))
 ''')

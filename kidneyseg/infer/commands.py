@@ -43,7 +43,7 @@ def register(subparsers) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     from ..errors import KidneysegError
-    from .cascade import predict_path
+    from .predict import predict_path
 
     try:
         predict_path(args.input, args.output, args.model, device=args.device, tta=args.tta, shard=args.shard,
