@@ -41,22 +41,13 @@ the field of view is preserved exactly.
 
 from __future__ import annotations
 
-import math
-import warnings
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
 import torch
 
-#: The cubic B-spline's prefilter pole.
-_POLE = math.sqrt(3.0) - 2.0
-#: Edge padding before the prefilter, as scipy does for mode="nearest" (``_prepad_for_spline_filter``).
-_NPAD = 12
-#: Terms kept in the causal initial value (|pole|**40 < 1e-22).
-_HORIZON = 40
-#: Elements per working slab (float32): bounds the scratch memory to ~4 x 64 MB.
-SLAB_ELEMENTS = 16 * 2**20
+from .spline import SLAB_ELEMENTS, as_tensor, resample_axis0
 
 LabelMode = Literal["nearest", "linear"]
 
@@ -125,154 +116,6 @@ def lowres_axis(spacing: Sequence[float], target_spacing: Sequence[float] | None
     return None
 
 
-# --------------------------------------------------------------------------------------- 1D kernels
-def _taps(amap: AxisMap, n_in: int, order: int) -> tuple[np.ndarray, np.ndarray]:
-    """Integer input indices (n_out, K) and weights (n_out, K) for one axis.
-
-    Indices address the *padded* coefficient array for order 3 (offset by ``_NPAD``) and the raw
-    input for orders 0 and 1; they are clipped to the valid range (mode "nearest").
-    """
-    u = amap.coords()
-    if order == 0:
-        idx = np.clip(np.floor(u + 0.5), 0, n_in - 1).astype(np.int64)[:, None]
-        return idx, np.ones_like(idx, dtype=np.float64)
-    if order == 1:
-        u = np.clip(u, 0, n_in - 1)
-        i0 = np.floor(u)
-        t = u - i0
-        i0 = i0.astype(np.int64)
-        idx = np.stack([i0, np.minimum(i0 + 1, n_in - 1)], 1)
-        return idx, np.stack([1 - t, t], 1)
-    if order == 3:
-        # coordinates just outside [0, n-1] use the 12 edge-padded coefficients, as scipy does
-        u = u + _NPAD
-        i0 = np.floor(u)
-        t = u - i0
-        w = np.stack([(1 - t) ** 3 / 6, (3 * t**3 - 6 * t**2 + 4) / 6,
-                      (-3 * t**3 + 3 * t**2 + 3 * t + 1) / 6, t**3 / 6], 1)
-        idx = i0.astype(np.int64)[:, None] + np.arange(-1, 3)[None]
-        return np.clip(idx, 0, n_in + 2 * _NPAD - 1), w
-    raise ValueError(f"order must be 0, 1 or 3, got {order!r}")
-
-
-def _prefilter_(c: torch.Tensor) -> None:
-    """In place: cubic B-spline coefficients along axis 0 of ``c`` (already edge-padded).
-
-    Mirror boundary (what scipy's spline_filter applies to the pre-padded array); gain 6.
-    """
-    n = c.shape[0]
-    z = _POLE
-    c.mul_(6.0)
-    if n == 1:
-        return
-    # causal initial value, mirror boundary: sum_k z^k c[k] (+ mirrored terms when n is short)
-    if n > _HORIZON:
-        w = torch.tensor([z**k for k in range(_HORIZON)], dtype=c.dtype, device=c.device)
-        c0 = torch.tensordot(w, c[:_HORIZON], dims=1)
-    else:
-        zn = z ** (n - 1)
-        c0 = c[0] + zn * c[n - 1]
-        zi = z
-        for i in range(1, n - 1):
-            c0 = c0 + zi * (c[i] + zn * c[n - 1 - i])
-            zi *= z
-        c0 = c0 / (1 - zn * zn)
-    c[0].copy_(c0)
-    for i in range(1, n):
-        c[i].add_(c[i - 1], alpha=z)
-    c[n - 1].add_(c[n - 2], alpha=z).mul_(z / (z * z - 1))
-    for i in range(n - 2, -1, -1):
-        # c[i] = z * (c[i+1] - c[i])
-        c[i].sub_(c[i + 1]).mul_(-z)
-
-
-def _resample_axis0(src: torch.Tensor, out: torch.Tensor, amap: AxisMap, order: int) -> None:
-    """Resample along axis 0 of ``src`` (n_in, ...) into ``out`` (n_out, ...), same trailing shape.
-
-    Works in slabs along axis 1 so the float32 scratch stays below ``SLAB_ELEMENTS`` per worker.
-    On CPU the slabs run in a small thread pool with torch's intra-op threading switched off:
-    the per-row operations are too small for OpenMP to pay off, and on a shared machine its barriers
-    made them 10-50x slower (measured). On CUDA the slabs run one after another.
-    """
-    n_in = src.shape[0]
-    idx, w = _taps(amap, n_in, order)
-    idx_l, w_l = idx.tolist(), w.tolist()
-    dev = out.device
-    per_row = max(1, int(np.prod(src.shape[2:], dtype=np.int64)))
-    pad_n = n_in + 2 * _NPAD if order == 3 else n_in
-    cuda = dev.type == "cuda"
-    threads = 1 if cuda else max(1, torch.get_num_threads())
-    budget = SLAB_ELEMENTS * (4 if cuda else 1)
-    rows = max(1, min(budget // (pad_n * per_row), -(-src.shape[1] // threads)))
-
-    def work(r0: int, r1: int) -> None:
-        block = src[:, r0:r1]
-        if order == 3:
-            c = torch.empty((pad_n,) + tuple(block.shape[1:]), dtype=torch.float32, device=dev)
-            c[_NPAD:_NPAD + n_in].copy_(block)
-            c[:_NPAD].copy_(c[_NPAD:_NPAD + 1].expand_as(c[:_NPAD]))
-            c[_NPAD + n_in:].copy_(c[_NPAD + n_in - 1:_NPAD + n_in].expand_as(c[_NPAD + n_in:]))
-            _prefilter_(c)
-        else:
-            c = block if order == 0 else block.to(torch.float32)
-            if c.stride(-1) != 1:  # x-pass: gather rows from a contiguous copy, not a strided view
-                c = c.contiguous()
-        dst = out[:, r0:r1]
-        final = None
-        if dst.stride(-1) != 1:  # write a contiguous slab, transpose it into place once
-            final, dst = dst, torch.empty(dst.shape, dtype=dst.dtype, device=dev)
-        for j, (ii, ww) in enumerate(zip(idx_l, w_l)):
-            d = dst[j]
-            if order == 0:  # nearest: a plain copy, any dtype (labels stay uint8)
-                d.copy_(c[ii[0]])
-                continue
-            torch.mul(c[ii[0]], ww[0], out=d)
-            for i, wk in zip(ii[1:], ww[1:]):
-                d.add_(c[i], alpha=wk)
-        if final is not None:
-            final.copy_(dst)
-
-    spans = [(r0, min(src.shape[1], r0 + rows)) for r0 in range(0, src.shape[1], rows)]
-    if threads == 1 or len(spans) == 1:
-        for r0, r1 in spans:
-            work(r0, r1)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(threads) as pool:
-            for f in [pool.submit(_no_grad(work), r0, r1) for r0, r1 in spans]:
-                f.result()
-    finally:
-        torch.set_num_threads(saved)
-
-
-def _no_grad(fn):
-    def wrapped(*a):
-        with torch.no_grad():
-            return fn(*a)
-    return wrapped
-
-
-def _as_tensor(array) -> tuple[torch.Tensor, bool]:
-    if isinstance(array, torch.Tensor):
-        return array, False
-    arr = np.asarray(array)
-    if arr.ndim != 3:
-        raise ValueError(f"array must be 3D (z, y, x), got shape {arr.shape}")
-    if any(st < 0 for st in arr.strides):  # torch cannot view negative strides; any other view is
-        arr = np.ascontiguousarray(arr)     # used as it is (no copy of a cropped 1 GB CT)
-    if arr.dtype == np.uint16 or arr.dtype == np.uint32:  # torch lacks some unsigned ops
-        arr = arr.astype(np.int32)
-    if not arr.flags.writeable:  # read-only memory maps: we never write into the input
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.from_numpy(arr), True
-    return torch.from_numpy(arr), True
-
-
 # ------------------------------------------------------------------------------------------ images
 def resample_image_maps(image, maps: Sequence[AxisMap], order: int = 3, order_z: int | None = None,
                         separate_axis: int | None = None) -> np.ndarray | torch.Tensor:
@@ -290,7 +133,7 @@ def resample_image_maps(image, maps: Sequence[AxisMap], order: int = 3, order_z:
         float32 array (numpy if a numpy array came in, else a tensor on the input's device),
         shape ``(maps[0].n_out, maps[1].n_out, maps[2].n_out)``.
     """
-    x, was_numpy = _as_tensor(image)
+    x, was_numpy = as_tensor(image)
     if x.dim() != 3:
         raise ValueError(f"image must be 3D (z, y, x), got shape {tuple(x.shape)}")
     if len(maps) != 3:
@@ -313,7 +156,7 @@ def resample_image_maps(image, maps: Sequence[AxisMap], order: int = 3, order_z:
             out = torch.empty(out_shape, dtype=torch.float32, device=x.device)
             # move the working axis to the front (views only) so the kernel sees axis 0
             perm = [ax] + [a for a in range(3) if a != ax]
-            _resample_axis0(cur.permute(perm), out.permute(perm), maps[ax], orders[ax])
+            resample_axis0(cur.permute(perm), out.permute(perm), maps[ax].coords(), orders[ax])
             cur = out
         if cur is x:
             cur = x.to(torch.float32, copy=True)
@@ -340,7 +183,7 @@ def resample_image(image, spacing: Sequence[float], target_spacing: Sequence[flo
     Returns:
         float32 (z', y', x') numpy array or tensor.
     """
-    x, _ = _as_tensor(image) if not isinstance(image, torch.Tensor) else (image, False)
+    x, _ = as_tensor(image) if not isinstance(image, torch.Tensor) else (image, False)
     out_shape = tuple(shape) if shape is not None else new_shape(x.shape, spacing, target_spacing)
     maps = [zoom_map(n, m) for n, m in zip(x.shape, out_shape)]
     sep = lowres_axis(spacing, target_spacing, anisotropy_threshold)
@@ -354,7 +197,7 @@ def resample_label_maps(label, maps: Sequence[AxisMap], mode: LabelMode = "neare
 
     Returns uint8 (numpy if numpy came in, else a tensor on the input's device).
     """
-    x, was_numpy = _as_tensor(label)
+    x, was_numpy = as_tensor(label)
     if x.dim() != 3:
         raise ValueError(f"label must be 3D (z, y, x), got shape {tuple(x.shape)}")
     with torch.no_grad():
@@ -367,7 +210,7 @@ def resample_label_maps(label, maps: Sequence[AxisMap], mode: LabelMode = "neare
                 shape[ax] = maps[ax].n_out
                 nxt = torch.empty(shape, dtype=torch.uint8, device=x.device)
                 perm = [ax] + [a for a in range(3) if a != ax]
-                _resample_axis0(out.permute(perm), nxt.permute(perm), maps[ax], 0)
+                resample_axis0(out.permute(perm), nxt.permute(perm), maps[ax].coords(), 0)
                 out = nxt
             if out is x:
                 out = x.to(torch.uint8, copy=True)
@@ -400,7 +243,7 @@ def resample_label(label, spacing: Sequence[float], target_spacing: Sequence[flo
     >>> out.shape, int((out == 2).sum()) == 3 * int((lab == 2).sum())
     ((30, 8, 8), True)
     """
-    x, _ = _as_tensor(label) if not isinstance(label, torch.Tensor) else (label, False)
+    x, _ = as_tensor(label) if not isinstance(label, torch.Tensor) else (label, False)
     out_shape = tuple(shape) if shape is not None else new_shape(x.shape, spacing, target_spacing)
     maps = [zoom_map(n, m) for n, m in zip(x.shape, out_shape)]
     return resample_label_maps(label, maps, mode, num_classes)
