@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from kidneyseg.errors import KidneysegError
-from kidneyseg.train.augment import (TRANSFORMS, AugmentConfig, _affine_grid, augment_batch, in_plane_only,
-                                     sample_size_for)
+from kidneyseg.train.augment import (TRANSFORMS, AugmentConfig, apply_params, augment_batch, draw_params,
+                                     in_plane_only, sample_size_for)
+from kidneyseg.train.augment.spatial import affine_grid
 
 torch.set_num_threads(2)
 
@@ -48,7 +49,7 @@ def test_config_json_round_trip_and_unknown_keys(tmp_path):
     assert json.loads(path.read_text())["rotation_deg"] == [-10, 20]
     assert AugmentConfig.load(path) == cfg
     path.write_text(json.dumps({"p_rotation": 0.1, "p_rotate": 0.3}))
-    with pytest.raises(KidneysegError, match=r"augment.json: unknown augmentation key\(s\) p_rotate; valid keys: p_rotation, "):
+    with pytest.raises(KidneysegError, match=r"augment.json: unknown key 'p_rotate'; valid keys: p_rotation, "):
         AugmentConfig.load(path)
     with pytest.raises(ValueError, match="p_gamma must be a probability in"):
         AugmentConfig(p_gamma=1.5)
@@ -128,7 +129,7 @@ def test_larger_sample_means_no_padding_in_rotations():
 def test_broadcast_grid_equals_affine_grid():
     theta = torch.randn(3, 3, 4, generator=torch.Generator().manual_seed(0))
     expected = torch.nn.functional.affine_grid(theta, [3, 1, 5, 6, 7], align_corners=True)
-    assert torch.allclose(_affine_grid(theta, (5, 6, 7)), expected, atol=1e-5)
+    assert torch.allclose(affine_grid(theta, (5, 6, 7)), expected, atol=1e-5)
 
 
 def test_sample_size_rules():
@@ -252,3 +253,22 @@ def test_benchmark_quick_mode_runs():
                          text=True, timeout=120, env=env, check=True).stdout.strip().splitlines()
     assert out[-1].startswith("RESULT patches_per_s=") and "speedup_vs_scipy=" in out[-1] and out[-1].endswith("patch=64")
     assert "| ours spatial" in "\n".join(out)
+
+
+def test_drawn_params_replay_exactly_and_are_the_only_randomness():
+    """Draw once, apply twice: the same batch (apply is deterministic); the recorded masks are the
+    drawn ones; and a different draw gives a different batch (the test can fail)."""
+    cfg = AugmentConfig(p_rotation=0.5, p_noise=1.0, p_blur=0.5, p_gamma=0.5, p_mirror=0.5)
+    image, label = torch.randn(4, 1, 12, 12, 12), blobs(4, (12, 12, 12))
+    params = draw_params(cfg, 4, (10, 10, 10), torch.Generator().manual_seed(5))
+    a = apply_params(image, label, params, (10, 10, 10))
+    b = apply_params(image, label, params, (10, 10, 10))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    record = {}
+    c = augment_batch(image, label, cfg, torch.Generator().manual_seed(5), out_shape=(10, 10, 10), record=record)
+    assert torch.equal(a[0], c[0]) and list(record) == list(TRANSFORMS)
+    assert torch.equal(record["noise"], params.noise) and torch.equal(record["mirror"], params.mirror)
+    other = apply_params(image, label, draw_params(cfg, 4, (10, 10, 10), torch.Generator().manual_seed(6)), (10, 10, 10))
+    assert not torch.equal(a[0], other[0])
+    with pytest.raises(ValueError, match="params are for 4 samples"):
+        apply_params(image[:2], label[:2], params, (10, 10, 10))

@@ -11,13 +11,13 @@ True
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import from_dict, to_dict
 from ..errors import fail, read_json, write_text_atomic
 
 #: The thesis's target spacing, 0.78 x 0.78 x 1.0 mm (x, y, z), here in (z, y, x) order.
@@ -104,23 +104,12 @@ class Plan:
 
     # ------------------------------------------------------------------------------------ JSON
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict, source: str | os.PathLike | None = None) -> "Plan":
         """Build a plan from a dict; unknown keys raise a ``KidneysegError`` listing the valid ones."""
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise fail(source or "plan", f"unknown plan key(s) {unknown}; valid keys: {', '.join(valid)}")
-        try:
-            return cls(**data)
-        except (TypeError, ValueError) as exc:
-            raise fail(source or "plan", f"invalid plan: {exc}") from None
+        return from_dict(cls, data, source or "plan")
 
     def hash(self) -> str:
         """Short sha256 of the fields that change preprocessing output (``notes`` excluded)."""

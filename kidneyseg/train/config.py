@@ -11,23 +11,29 @@ epochs, batch 2. A copy is saved as ``config.json`` beside every checkpoint and 
 Traceback (most recent call last):
 ...
 kidneyseg.errors.KidneysegError: config: unknown key 'epoch'; valid keys: ...
+>>> preset("demo", 2, {"epochs": 2, "sampler": {"tumor_fraction": 0.7}}).sampler.tumor_fraction
+0.7
+
+Parsing and merging are :mod:`kidneyseg.config`'s (one parser, one merge rule for the whole package).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from ..errors import KidneysegError, fail, write_text_atomic
+from ..config import from_dict, merge, to_dict
+from ..errors import fail, write_text_atomic
 from ..model.unet import NetworkConfig
+from .augment import AugmentConfig
 from .losses import LossConfig
+from .prior import PriorPerturbation
 
-__all__ = ["OptimizerConfig", "SchedulerConfig", "TrainConfig", "from_dict", "load_config", "save_config", "preset"]
+__all__ = ["OptimizerConfig", "PRESETS", "SamplerConfig", "SchedulerConfig", "TrainConfig", "load_config",
+           "save_config", "preset"]
 
 
 @dataclass
@@ -70,6 +76,30 @@ class SchedulerConfig:
 
 
 @dataclass
+class SamplerConfig:
+    """How training patches are drawn (:class:`kidneyseg.train.sampler.PatchSampler`).
+
+    Args:
+        fg_fraction: share of patches centred on a foreground voxel (nnU-Net: 1/3).
+        tumor_fraction: probability a foreground patch is centred on tumor (when a case has one).
+        max_locations: foreground voxels remembered per class and case.
+        prior: how stage 2's prior is simulated from the ground truth (stage 2 only).
+    """
+
+    fg_fraction: float = 1 / 3
+    tumor_fraction: float = 0.5
+    max_locations: int = 10000
+    prior: PriorPerturbation = field(default_factory=PriorPerturbation)
+
+    def __post_init__(self) -> None:
+        for name in ("fg_fraction", "tumor_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if int(self.max_locations) < 1:
+            raise ValueError(f"max_locations must be >= 1, got {self.max_locations!r}")
+
+
+@dataclass
 class TrainConfig:
     """Everything that defines one training stage.
 
@@ -82,9 +112,8 @@ class TrainConfig:
         val_iterations: patch batches of the validation split per epoch (fast patch-based Dice).
         full_val_every: run the full-case validation hook every k epochs (0: never).
         batch_size, patch_size: patches per step and their (z, y, x) size in voxels.
-        fg_fraction: share of patches centered on foreground (sampler).
-        augment: keyword arguments of the sampler developer's ``AugmentConfig`` ({} = its defaults;
-            ``None`` = no augmentation).
+        sampler: patch sampling and the stage-2 prior simulation (:class:`SamplerConfig`).
+        augment: the augmentation (:class:`~kidneyseg.train.augment.AugmentConfig`; ``None`` = none).
         precision: ``"auto"`` (bf16 on CUDA where supported, else fp16 + GradScaler; fp32 on CPU),
             ``"bf16"``, ``"fp16"`` or ``"fp32"``.
         channels_last: ``"auto"`` (on CUDA), ``"on"`` or ``"off"``: channels_last_3d memory format.
@@ -106,8 +135,8 @@ class TrainConfig:
     full_val_every: int = 0
     batch_size: int = 2
     patch_size: list[int] = field(default_factory=lambda: [128, 128, 128])
-    fg_fraction: float = 1 / 3
-    augment: dict[str, Any] | None = field(default_factory=dict)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     precision: str = "auto"
     channels_last: str = "auto"
     compile: bool = False
@@ -128,15 +157,13 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         self.patch_size = [int(p) for p in self.patch_size]
         self.network.check_patch_size(self.patch_size)
-        if not 0 <= self.fg_fraction <= 1:
-            raise ValueError(f"fg_fraction must be in [0, 1], got {self.fg_fraction!r}")
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
             raise ValueError(f"precision must be 'auto', 'bf16', 'fp16' or 'fp32', got {self.precision!r}")
         if self.channels_last not in ("auto", "on", "off"):
             raise ValueError(f"channels_last must be 'auto', 'on' or 'off', got {self.channels_last!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return to_dict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -154,29 +181,6 @@ class TrainConfig:
         return from_dict(cls, data, source)
 
 
-def from_dict(cls, data: Any, where: str = "config"):
-    """Build dataclass ``cls`` from ``data``; nested dataclasses recursively; unknown keys raise
-    :class:`KidneysegError` listing the valid keys; bad values raise it with the field's message."""
-    if not isinstance(data, dict):
-        raise fail(where, f"expected a JSON object, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            raise fail(where, f"unknown key {key!r}; valid keys: {', '.join(names)}")
-        sub = hints[key]
-        if dataclasses.is_dataclass(sub):
-            value = from_dict(sub, value, f"{where}.{key}")
-        kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, KidneysegError):
-            raise
-        raise fail(where, str(exc)) from None
-
-
 def load_config(path: os.PathLike | str) -> TrainConfig:
     """Read a :class:`TrainConfig` JSON file (missing keys take their defaults)."""
     path = Path(path)
@@ -190,18 +194,33 @@ def save_config(cfg: TrainConfig, path: os.PathLike | str) -> Path:
     return write_text_atomic(path, cfg.to_json() + "\n")
 
 
-def preset(name: str, stage: int = 1) -> TrainConfig:
-    """Named starting points: ``"thesis"`` (section 4.3 defaults, 350 epochs, 128^3 patches) or
-    ``"demo"`` (a tiny network and few short epochs that train on phantoms on a 2-core CPU)."""
-    if name == "thesis":
-        return TrainConfig(stage=stage)
-    if name == "demo":
-        return TrainConfig.from_dict({
-            "stage": stage, "epochs": 6, "iterations_per_epoch": 25, "val_iterations": 4,
-            "patch_size": [16, 64, 64], "augment": None, "prefetch": 2,
-            "optimizer": {"name": "adamw", "lr": 3e-3},
-            "loss": {"ce_weight": 1.0},
-            "scheduler": {"name": "poly"},
-            "network": {"n_stages": 4, "base_features": 8, "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]},
-        })
-    raise ValueError(f"preset must be 'thesis' or 'demo', got {name!r}")
+#: Named starting points (partial configs merged over the defaults): ``thesis`` (section 4.3: SGD
+#: 0.99, 350 epochs, 128^3 patches) and ``demo`` (a tiny network and short epochs for phantoms on a
+#: 2-core CPU).
+PRESETS: dict[str, dict[str, Any]] = {
+    "thesis": {},
+    "demo": {
+        "epochs": 6, "iterations_per_epoch": 25, "val_iterations": 4,
+        "patch_size": [16, 64, 64], "augment": None, "prefetch": 2,
+        "optimizer": {"name": "adamw", "lr": 3e-3},
+        "loss": {"ce_weight": 1.0},
+        "scheduler": {"name": "poly"},
+        "network": {"n_stages": 4, "base_features": 8, "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]},
+    },
+}
+
+
+def preset(name: str, stage: int = 1, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """A named preset (:data:`PRESETS`) for ``stage`` with ``overrides`` merged in.
+
+    The one place where a preset and a user's overrides are combined (notebooks, commands and
+    experiments all call it). Nested settings merge key by key (``{"network": {"residual":
+    False}}`` changes that flag only); an unknown key at any level raises a one-line error listing
+    the valid keys, as does an unknown preset name.
+    """
+    if name not in PRESETS:
+        raise fail("preset", f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+    base = to_dict(TrainConfig(stage=stage))
+    data = merge(merge(base, PRESETS[name], f"preset {name!r}"), overrides, "overrides")
+    data["stage"] = stage
+    return TrainConfig.from_dict(data)

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..errors import ensure_output_dir, fail
-from .config import TrainConfig, from_dict
+from .config import TrainConfig
 from .distributed import cleanup_distributed, init_distributed
 from .trainer import Trainer
 
@@ -38,7 +38,8 @@ def stage_dir(model_dir: os.PathLike | str, stage: int) -> Path:
 def _copy_plan(cache_dir: Path, model_dir: Path) -> None:
     src, dst = cache_dir / "plan.json", model_dir / "plan.json"
     if not src.is_file():
-        return
+        raise fail(src, "the cache has no plan.json (not a `kidneyseg preprocess` folder?); a model folder "
+                        "needs the plan its cache was built with")
     if dst.is_file() and dst.read_bytes() != src.read_bytes():
         raise fail(dst, f"differs from the cache's plan {src}; use a new --out folder for a new plan")
     if not dst.is_file():
@@ -60,7 +61,7 @@ def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os
         model_dir: the model folder; this writes ``model_dir/stage<N>/`` and ``model_dir/plan.json``.
         resume, extend_epochs, stop_after: see :meth:`kidneyseg.train.trainer.Trainer.fit`.
         device: ``"cpu"`` or ``"cuda"`` (under torchrun each rank takes ``cuda:LOCAL_RANK``).
-        full_validation: optional ``(model, epoch) -> dict`` (e.g. the inference developer's
+        full_validation: optional ``(model, epoch) -> dict`` (e.g. a
             whole-case evaluation) run every ``config.full_val_every`` epochs.
         num_workers: sampler threads.
 
@@ -68,7 +69,7 @@ def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os
         The metrics history, one dict per epoch.
     """
     from ..preprocess.cache import list_cases, load_case  # lazily: preprocess is an earlier step
-    from .augment import AugmentConfig, augment_batch, sample_size_for
+    from .augment import augment_batch, sample_size_for
     from .sampler import PatchSampler
 
     cache_dir, model_dir = Path(cache_dir), Path(model_dir)
@@ -87,12 +88,14 @@ def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os
     val_cases = [load_case(cache_dir, c, stage) for c in val_ids]
     prior = "perturbed-gt" if stage == 2 else None
     patch = tuple(config.patch_size)
-    acfg = None if config.augment is None else from_dict(AugmentConfig, config.augment, "config.augment")
+    acfg = config.augment
     on_gpu = dev.startswith("cuda")
     sample_size = patch if acfg is None else sample_size_for(patch, acfg)
+    sc = config.sampler
     sampler = PatchSampler(
-        train_cases, patch, config.batch_size, config.fg_fraction, prior, seed=config.seed,
-        sample_size=sample_size, augment=None if on_gpu else acfg, num_workers=num_workers,
+        train_cases, patch, config.batch_size, sc.fg_fraction, prior, seed=config.seed,
+        sample_size=sample_size, augment=None if on_gpu else acfg, tumor_fraction=sc.tumor_fraction,
+        max_locations=sc.max_locations, perturbation=sc.prior, num_workers=num_workers,
         rank=info.rank, world_size=info.world_size, pin_memory=on_gpu,
         label_dtype=torch.uint8 if on_gpu else torch.int64, progress=config.progress and info.is_main)
     n = config.iterations_per_epoch
@@ -102,8 +105,9 @@ def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os
 
     val_batches = None
     if val_cases and config.val_iterations:
-        val_sampler = PatchSampler(val_cases, patch, config.batch_size, config.fg_fraction, prior,
-                                   seed=config.seed + 1, num_workers=0, rank=info.rank,
+        val_sampler = PatchSampler(val_cases, patch, config.batch_size, sc.fg_fraction, prior,
+                                   seed=config.seed + 1, tumor_fraction=sc.tumor_fraction,
+                                   max_locations=sc.max_locations, perturbation=sc.prior, num_workers=0, rank=info.rank,
                                    world_size=info.world_size, progress=False)
 
         def val_batches(epoch: int, seed: int):
