@@ -152,7 +152,7 @@ def window_inputs(monkeypatch):
 def test_stage2_runs_only_on_the_part_of_the_box_inside_the_volume(window_inputs):
     """A box twice the volume: the network sees only the inside part, output geometry and answer unchanged."""
     from kidneyseg.io import Volume
-    from kidneyseg.preprocess.cache import preprocess_case
+    from kidneyseg.preprocess.case import preprocess_case
 
     ct = phantom_ct(shape=(24, 40, 44))
     spacing = (2.0, 1.6, 1.6)
@@ -160,9 +160,9 @@ def test_stage2_runs_only_on_the_part_of_the_box_inside_the_volume(window_inputs
     big = threshold_model(box_size_mm=(96.0, 128.0, 140.8))  # 48 x 80 x 88 voxels at 2/1.6 mm: 2x the volume
     center = (11.5, 19.5, 21.5)
     _, _, props = preprocess_case(vol.array, None, spacing, big.plan, 2, center=center)
-    assert props["padded"] and props["box_voxels"] == [48, 80, 88]
+    assert props.padded and props.box_voxels == (48, 80, 88)
     # the volume sits in the middle of the box: voxels [12, 36) x [20, 60) x [22, 66)
-    assert props["inside"] == [[12, 36], [20, 60], [22, 66]]
+    assert props.inside == ((12, 36), (20, 60), (22, 66))
 
     seen = window_inputs
     labels, _ = predict_volume(vol, big, progress=False)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from kidneyseg.errors import KidneysegError
-from kidneyseg.preprocess.cache import list_cases, load_case, paste_label_back, preprocess_case, preprocess_dataset
+from kidneyseg.preprocess.cache import list_cases, load_case, preprocess_dataset
+from kidneyseg.preprocess.case import paste_label_back, preprocess_case
 from kidneyseg.preprocess.plan import Plan
 from kidneyseg.preprocess.roi import box_voxels
 
@@ -44,8 +45,8 @@ def test_cache_layout_and_contract(dataset, tmp_path):
     assert c2.image.min() >= (PLAN.clip_low_hu - PLAN.mean_hu) / PLAN.std_hu - 1e-6
     assert c2.image.max() <= (PLAN.clip_high_hu - PLAN.mean_hu) / PLAN.std_hu + 1e-6
     for key in ("original_shape", "original_spacing", "original_affine", "crop", "resampled_shape", "plan_hash"):
-        assert key in c2.properties
-    assert c2.properties["original_shape"] == [12, 20, 24]
+        assert getattr(c2.properties, key) is not None
+    assert c2.properties.original_shape == (12, 20, 24)
     assert json.loads((cache / "cache.json").read_text())["plan_hash"] == PLAN.hash()
 
 
@@ -73,7 +74,7 @@ def test_up_to_date_cases_are_skipped_and_plan_change_refused(dataset, tmp_path)
         preprocess_dataset(dataset, changed, cache, progress=False)
     s = preprocess_dataset(dataset, changed, cache, progress=False, force=True)
     assert len(s["processed"]) == 4
-    assert load_case(cache, "case_00000", 1).properties["plan_hash"] == changed.hash()
+    assert load_case(cache, "case_00000", 1).properties.plan_hash == changed.hash()
 
 
 def test_resumes_after_a_kill(dataset, tmp_path):
@@ -106,7 +107,7 @@ def test_box_larger_than_volume_is_padded(tmp_path):
     img, lab = make_case(0)
     big = Plan(**{**PLAN.to_dict(), "box_size_mm": (60.0, 30.0, 30.0)})     # volume is 36 x 16 x 19 mm
     out, olab, props = preprocess_case(img, lab, (3.0, 0.8, 0.8), big, stage=2)
-    assert props["padded"] and out.shape == (40, 38, 38)
+    assert props.padded and out.shape == (40, 38, 38)
     pad_value = (big.clip_low_hu - big.mean_hu) / big.std_hu
     assert out[0, 0, 0] == pytest.approx(pad_value) and olab[0, 0, 0] == 0
     assert (olab == 2).sum() > 0 and set(np.unique(olab)) == {0, 1, 2}

@@ -3,43 +3,61 @@
 import numpy as np
 import pytest
 
-from kidneyseg.preprocess import roi
+from kidneyseg.preprocess import roi, roi_study
 
 from .conftest import tiny_label
 
 
 @pytest.mark.parametrize("center,size", [((5, 5, 5), (4, 4, 4)), ((0, 0, 9), (7, 3, 6)),
                                          ((4.5, 2, 3), (30, 25, 2)), ((-3, 12, 4), (5, 5, 5))])
-def test_crop_then_uncrop_is_exact(center, size):
-    rng = np.random.default_rng(0)
-    vol = rng.integers(1, 200, size=(10, 11, 12)).astype(np.int16)
-    crop = roi.crop_for_center(center, size, vol.shape)
-    box = roi.apply_crop(vol, crop, pad_value=-1)
-    assert box.shape == tuple(size)
-    # padding exactly where the box leaves the volume
-    assert (box == -1).sum() == np.prod(size) - np.prod([s.stop - s.start for s in crop.inside])
-    back = roi.uncrop(box, crop, fill=0)
-    inside = np.zeros(vol.shape, bool)
-    inside[crop.inside] = True
-    np.testing.assert_array_equal(back[inside], vol[inside])
-    assert (back[~inside] == 0).all()
-    # the record survives JSON
+def test_crop_geometry_and_json(center, size):
+    crop = roi.crop_for_center(center, size, (10, 11, 12))
+    assert crop.size == tuple(size)
+    # the part inside the volume plus the padding on each side make up the box
+    for s_in, before, after, n in zip(crop.inside, crop.pad_before, crop.pad_after, crop.size):
+        assert (s_in.stop - s_in.start) + before + after == n or s_in.stop <= s_in.start
     assert roi.Crop.from_dict(crop.to_dict()) == crop
     assert crop.to_dict()["pad_before"] == list(crop.pad_before)
 
 
-def test_box_is_centred_on_foreground_and_covers_it():
+def test_box_is_centred_on_foreground_padded_not_shifted():
     lab = np.zeros((40, 40, 40), np.uint8)
     lab[10:15, 20:31, 3:8] = 1
     lab[12, 25, 8] = 2
     center = roi.foreground_center(lab)
     assert center == (12.0, 25.0, 5.5)
-    crop = roi.crop_for_label(lab, (2.0, 1.0, 1.0), (20.0, 16.0, 16.0))
+    crop = roi.crop_for_center(center, roi.box_voxels((20.0, 16.0, 16.0), (2.0, 1.0, 1.0)), lab.shape)
     assert crop.size == (10, 16, 16)
-    box = roi.apply_crop(lab, crop)
-    assert (box > 0).sum() == (lab > 0).sum()          # nothing cut
     assert crop.pad_before == (0, 0, 2)                 # x reaches below 0: padded, not shifted
-    assert roi.crop_for_label(np.zeros((4, 4, 4), np.uint8), (1, 1, 1), (2, 2, 2)) is None
+    assert roi.foreground_center(np.zeros((4, 4, 4), np.uint8)) is None
+
+
+@pytest.mark.parametrize("spacing, box_mm", [((2.0, 1.0, 1.0), (20.0, 16.0, 16.0)),      # box inside
+                                             ((3.0, 0.8, 0.8), (60.0, 40.0, 40.0)),      # box past the edges
+                                             ((1.0, 1.0, 1.0), (30.0, 36.0, 44.0))])
+def test_stage2_box_and_its_inverse_are_exact(spacing, box_mm):
+    """The real path: preprocess_case cuts the box at the target spacing, paste_label_back inverts it.
+
+    With the target spacing equal to the original one the round trip is the identity wherever the box
+    covers the volume, and background elsewhere; the foreground is never cut."""
+    from kidneyseg.preprocess.case import paste_label_back, preprocess_case
+    from kidneyseg.preprocess.plan import Plan
+
+    lab = np.zeros((20, 40, 44), np.uint8)
+    lab[6:12, 14:26, 4:16] = 1
+    lab[8:10, 18:22, 12:16] = 2
+    img = lab.astype(np.float32) * 100
+    plan = Plan(clip_low_hu=-100, clip_high_hu=300, mean_hu=0, std_hu=100, target_spacing=spacing,
+                stage1_spacing=(4.0, 4.0, 4.0), box_size_mm=box_mm)
+    x, y, props = preprocess_case(img, lab, spacing, plan, 2)
+    assert y.shape == x.shape == roi.box_voxels(box_mm, spacing)
+    assert (y > 0).sum() == (lab > 0).sum()
+    back = paste_label_back(y, props)
+    assert back.shape == lab.shape and np.array_equal(back, lab)
+    crop = roi.crop_for_center(props.center_vox, props.box_voxels, lab.shape)
+    outside = np.ones(lab.shape, bool)
+    outside[crop.inside] = False
+    assert not back[outside].any()
 
 
 def test_fit_box_size_adds_margin_on_both_sides():
@@ -56,8 +74,6 @@ def test_kidney_boxes_split_left_and_right():
     assert all((lab[tuple(slice(a, b) for a, b in zip(*bx))] > 0).any() for bx in boxes)
     one = roi.kidney_boxes(lab, (1.0, 1.0, 1.0), min_separation_mm=100)   # too close: one box
     assert one == [roi.bbox(lab > 0)]
-    crops = roi.crops_per_kidney(lab, (1.0, 1.0, 10.0), (6.0, 8.0, 60.0))
-    assert [c.size for c in crops] == [(6, 8, 6), (6, 8, 6)]
 
 
 def test_compare_strategies_on_synthetic_geometry():
@@ -66,9 +82,9 @@ def test_compare_strategies_on_synthetic_geometry():
         lab = np.zeros((100, 50, 60), np.uint8)
         lab[z0:z0 + 20, 10:30, 5:15] = 1
         lab[z0:z0 + 20, 10:30, 45:55] = 1
-        geoms.append(roi.LabelGeometry(f"c{i}", lab.shape, (1.0, 1.0, 1.0), roi.bbox(lab > 0),
+        geoms.append(roi_study.LabelGeometry(f"c{i}", lab.shape, (1.0, 1.0, 1.0), roi.bbox(lab > 0),
                                        roi.kidney_boxes(lab, (1.0, 1.0, 1.0)), int((lab > 0).sum())))
-    df = roi.compare_strategies(geoms, margin_mm=0)
+    df = roi_study.compare_strategies(geoms, margin_mm=0)
     assert df.attrs["box_size_mm"] == (20.0, 20.0, 50.0)
     s = df.groupby("strategy")["kept_fraction"].median()
     # the fixed-location box must span z 5..90 for all three; the centred box keeps 20 slices of 100
@@ -77,14 +93,14 @@ def test_compare_strategies_on_synthetic_geometry():
     assert s["per_kidney"] == pytest.approx(2 * 20 * 20 * 10 / (100 * 50 * 60))
     assert (df["fg_cut_fraction"] == 0).all()
     # a box fitted on two cases cuts the third (held out) when it is larger
-    geoms[2] = roi.LabelGeometry("c2", (100, 50, 60), (1.0, 1.0, 1.0), ((70, 10, 5), (99, 30, 55)), [], 1)
-    held = roi.compare_strategies(geoms, train_ids=["c0", "c1"], margin_mm=0)
+    geoms[2] = roi_study.LabelGeometry("c2", (100, 50, 60), (1.0, 1.0, 1.0), ((70, 10, 5), (99, 30, 55)), [], 1)
+    held = roi_study.compare_strategies(geoms, train_ids=["c0", "c1"], margin_mm=0)
     row = held[(held.case_id == "c2") & (held.strategy == "fixed_size_centered")].iloc[0]
     assert row.split == "val" and row.fg_cut_fraction == pytest.approx(1 - 20 / 29)
 
 
 def test_real_labels_kidney_boxes(kits19_dir):
-    g = roi.label_geometry(kits19_dir / "case_00000" / "segmentation.nii.gz")
+    g = roi_study.label_geometry(kits19_dir / "case_00000" / "segmentation.nii.gz")
     assert g.case_id == "case_00000" and g.fg_box is not None
     assert len(g.kidney_boxes) == 2
     ext = [roi.extent_mm(b, g.spacing) for b in g.kidney_boxes]
@@ -96,8 +112,8 @@ def test_real_labels_kidney_boxes(kits19_dir):
 def test_real_label_box_size_reproduces_thesis(kits19_dir):
     """All 210 label maps: box 216 x 180 x 296 mm (z, y, x) without margin, median 81 % removed."""
     paths = [(p.parent.name, str(p)) for p in sorted(kits19_dir.glob("case_*/segmentation.nii.gz"))]
-    geoms = roi.scan_labels(paths, workers=2, progress=False)
-    df = roi.compare_strategies(geoms, margin_mm=0)
+    geoms = roi_study.scan_labels(paths, workers=2, progress=False)
+    df = roi_study.compare_strategies(geoms, margin_mm=0)
     assert df.attrs["box_size_mm"] == pytest.approx((216.0, 179.6, 295.9), abs=0.5)
     removed = df[df.strategy == "fixed_size_centered"]["removed_fraction"].median()
     assert removed == pytest.approx(0.81, abs=0.01)

@@ -11,12 +11,12 @@ Data flow for one case (all arrays (z, y, x)):
    bounding-box centre of the stage-1 foreground; with an empty stage-1 prediction, at the
    volume's centre (a warning says so). Only the box is read from the original grid and resampled
    to ``plan.target_spacing`` (padded where it leaves the volume), exactly as the training cache
-   does it (:func:`kidneyseg.preprocess.cache.preprocess_case`);
+   does it (:func:`kidneyseg.preprocess.case.preprocess_case`);
 3. **stage 2**: image + one-hot stage-1 prior (kidney, tumor) of the box -> sliding window
    (optional mirror TTA) over the part of the box inside the volume (windows of pure padding
    would be thrown away) -> uint8 labels;
 4. the labels go back onto the original grid (nearest; background outside the box,
-   :func:`kidneyseg.preprocess.cache.paste_label_back`) and are post-processed.
+   :func:`kidneyseg.preprocess.case.paste_label_back`) and are post-processed.
 
 Nothing of size ``K x original volume`` is ever created: probabilities exist only at network
 resolution inside the sliding window (see :mod:`kidneyseg.infer.sliding_window`).
@@ -129,7 +129,7 @@ def predict_volume(volume: Volume, model: CascadeModel, overlap: float = 0.5, tt
         (``stage1``, ``roi``, ``stage2``, ``postprocess``).
     """
     from ..preprocess.body import body_slices
-    from ..preprocess.cache import paste_label_back, preprocess_case
+    from ..preprocess.case import paste_label_back, preprocess_case
     from ..preprocess.roi import foreground_center
     from ..train.prior import prior_channels
 
@@ -155,7 +155,7 @@ def predict_volume(volume: Volume, model: CascadeModel, overlap: float = 0.5, tt
     del x1
     # Islands far from the kidneys would drag the box's centre away: keep at most two kidney
     # components (and the tumors touching them) on the coarse grid before placing the ROI.
-    coarse = postprocess(coarse, tuple(props1["resampled_spacing"]), "anatomy")
+    coarse = postprocess(coarse, props1.resampled_spacing, "anatomy")
     prior_full = np.zeros(shape, np.uint8)  # uint8 labels on the original grid (nearest)
     prior_full[body] = paste_label_back(coarse, props1)
     t["stage1"] = time.perf_counter() - t0
@@ -181,7 +181,7 @@ def predict_volume(volume: Volume, model: CascadeModel, overlap: float = 0.5, tt
     bar.set_postfix_str("stage 2")
     # Only the part of the box inside the volume goes through the network: where the box reaches
     # past the volume's edge, the rest is padding whose labels paste_label_back drops anyway.
-    inside = tuple(slice(a, b) for a, b in props2.get("inside", [[0, n] for n in inp.shape[1:]]))
+    inside = props2.inside_slices()
     fine = np.zeros(tuple(inp.shape[1:]), np.uint8)
     fine[inside] = sliding_window_predict(inp[(slice(None), *inside)], model.stage2, model.patch2,
                                           mirror_axes=(0, 1, 2) if tta else None, desc=f"{case_id} stage 2",

@@ -23,7 +23,7 @@ Rules (what happens when):
 - **Empty foreground**: stage 1 is written as usual; stage 2 is skipped with a warning (no box centre
   exists) and recorded in ``cache.json`` under ``skipped``; :func:`list_cases` leaves it out for stage 2.
 - **Volume smaller than the box**: the box is padded (image with the plan's ``clip_low_hu``, i.e.
-  the normalised minimum; label with 0); ``properties["padded"]`` is true and a warning names the
+  the normalised minimum; label with 0); ``properties.padded`` is true and a warning names the
   case.
 - **No images** (a labels-only manifest): a clear error; preprocessing needs the CT images.
 
@@ -46,16 +46,10 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import KidneysegError, atomic_path, ensure_output_dir, fail, read_json, write_text_atomic
-from .intensity import normalize_with_plan
+from .case import STAGES, CaseProperties, preprocess_case
 from .plan import Plan
-from .resample import AxisMap, lowres_axis, new_shape, resample_image_maps, resample_label_maps, zoom_map
-from .roi import Crop, box_voxels, foreground_center
 
-CACHE_FORMAT = 1
-STAGES = (1, 2)
-#: Original voxels read beyond the box on each side so the cubic prefilter sees real data (its
-#: influence decays as 0.268**k: 2.7e-5 of an edge step at 8 voxels).
-CROP_MARGIN_VOX = 8
+CACHE_FORMAT = 2
 
 
 @dataclass
@@ -67,130 +61,14 @@ class CachedCase:
         stage: 1 or 2.
         image: float32 (z, y, x), normalised (memory-mapped when loaded with ``mmap=True``).
         label: uint8 (z, y, x), values 0 background, 1 kidney, 2 tumor.
-        properties: geometry and provenance (see :func:`preprocess_case`).
+        properties: geometry and provenance (:class:`~kidneyseg.preprocess.case.CaseProperties`).
     """
 
     case_id: str
     stage: int
     image: np.ndarray
     label: np.ndarray
-    properties: dict
-
-
-# --------------------------------------------------------------------------------- one case
-def _stage_maps(shape, spacing, plan: Plan, stage: int, center=None):
-    """Axis maps from the original grid to the stage's output grid, plus box facts for stage 2."""
-    if stage == 1:
-        out = new_shape(shape, spacing, plan.stage1_spacing)
-        maps = [zoom_map(n, m) for n, m in zip(shape, out)]
-        return maps, {}
-    box_mm = plan.require_box()
-    n_t = box_voxels(box_mm, plan.target_spacing)
-    maps = [AxisMap(n, c + (0.5 - n / 2) * t / s, t / s)
-            for n, c, t, s in zip(n_t, center, plan.target_spacing, spacing)]
-    return maps, {"box_size_mm": list(box_mm), "box_voxels": list(n_t), "center_vox": [float(c) for c in center]}
-
-
-def preprocess_case(image: np.ndarray, label: np.ndarray | None, spacing: Sequence[float], plan: Plan,
-                    stage: int, center: Sequence[float] | None = None, case_id: str = "case"):
-    """Normalise and resample one case for a stage (the function inference uses too).
-
-    Stage 1: the whole volume at ``plan.stage1_spacing``. Stage 2: the fixed-size ROI box
-    (``plan.box_size_mm``) at ``plan.target_spacing`` centred on ``center`` (voxel coordinates of the
-    original grid; default the centre of ``label``'s foreground). The box is cut from the original
-    grid first (with a small margin), then resampled, so a 1059-slice case is never resampled whole
-    at full resolution. Image intensities are clipped and z-scored *after* resampling, which also
-    clips spline overshoot.
-
-    Args:
-        image: (z, y, x) HU, any real dtype.
-        label: (z, y, x) uint8 or ``None`` (inference).
-        spacing: original voxel size (z, y, x) mm.
-        plan: the preprocessing plan.
-        stage: 1 or 2.
-        center: stage-2 box centre in original voxel coordinates.
-        case_id: used in messages.
-
-    Returns:
-        ``(image float32, label uint8 | None, properties dict)``. ``properties["maps"]`` gives, per
-        axis, ``offset``/``step`` with original index = offset + step * output index;
-        :func:`paste_label_back` inverts it.
-
-    Raises:
-        KidneysegError: stage 2 without a centre and with an empty (or missing) label.
-    """
-    if stage not in STAGES:
-        raise ValueError(f"stage must be 1 or 2, got {stage!r}")
-    shape = tuple(int(s) for s in image.shape)
-    spacing = tuple(float(s) for s in spacing)
-    props: dict = {"case_id": case_id, "stage": stage, "original_shape": list(shape),
-                   "original_spacing": list(spacing), "plan_hash": plan.hash()}
-    if stage == 2 and center is None:
-        center = foreground_center(label) if label is not None else None
-        if center is None:
-            raise fail(case_id, "empty foreground: no stage-2 box centre (give one, e.g. from a stage-1 prediction)")
-    maps, box = _stage_maps(shape, spacing, plan, stage, center)
-    props.update(box)
-    sep = lowres_axis(spacing, plan.target_spacing if stage == 2 else plan.stage1_spacing,
-                      plan.anisotropy_threshold)
-    if stage == 2:
-        # read only the box (plus a margin) from the original grid
-        lo = [int(np.floor(m.offset)) - CROP_MARGIN_VOX for m in maps]
-        hi = [int(np.ceil(m.offset + m.step * (m.n_out - 1))) + CROP_MARGIN_VOX + 1 for m in maps]
-        region = Crop(tuple(lo), tuple(hi), shape)  # type: ignore[arg-type]
-        inside = region.inside
-        sub_maps = [AxisMap(m.n_out, m.offset - s.start, m.step) for m, s in zip(maps, inside)]
-        img_src = image[inside]
-        lab_src = label[inside] if label is not None else None
-        # output voxels whose centre lies outside the original volume are padding
-        valid = [((m.coords() >= -0.5) & (m.coords() <= n - 0.5)) for m, n in zip(maps, shape)]
-        props["crop"] = region.to_dict()
-        props["padded"] = not all(v.all() for v in valid)
-        # per axis, the [start, stop) of box voxels inside the volume (a contiguous range: the
-        # coordinates grow along each axis); inference runs the network on this part only
-        props["inside"] = [[int(np.argmax(v)), int(len(v) - np.argmax(v[::-1]))] if v.any() else [0, 0]
-                           for v in valid]
-    else:
-        sub_maps, img_src, lab_src, valid = maps, image, label, None
-    out_img = resample_image_maps(img_src, sub_maps, plan.image_order, plan.image_order_z, sep)
-    out_img = normalize_with_plan(out_img, plan, out=out_img)
-    out_lab = None
-    if lab_src is not None:
-        out_lab = resample_label_maps(lab_src, sub_maps, plan.label_mode)
-    if valid is not None and props["padded"]:
-        outside = ~(valid[0][:, None, None] & valid[1][None, :, None] & valid[2][None, None, :])
-        out_img[outside] = (plan.clip_low_hu - plan.mean_hu) / plan.std_hu
-        if out_lab is not None:
-            out_lab[outside] = 0
-    props["maps"] = [{"n_out": m.n_out, "offset": m.offset, "step": m.step} for m in maps]
-    props["separate_axis"] = sep
-    props["resampled_shape"] = list(out_img.shape)
-    props["resampled_spacing"] = [m.step * s for m, s in zip(maps, spacing)]
-    if out_lab is not None:
-        counts = np.bincount(out_lab.ravel(), minlength=3)
-        props["label_voxels"] = [int(v) for v in counts[:3]]
-    return out_img, out_lab, props
-
-
-def paste_label_back(label: np.ndarray, properties: dict) -> np.ndarray:
-    """Map a stage label array (z, y, x) back onto the original grid (nearest; 0 outside the box).
-
-    Inverts the geometry of :func:`preprocess_case` for either stage using ``properties["maps"]``.
-    """
-    shape = tuple(properties["original_shape"])
-    maps = [AxisMap(**m) for m in properties["maps"]]
-    if tuple(label.shape) != tuple(m.n_out for m in maps):
-        raise ValueError(f"label shape {label.shape} differs from the stage shape {[m.n_out for m in maps]}")
-    back = [AxisMap(n, -m.offset / m.step, 1.0 / m.step) for n, m in zip(shape, maps)]
-    out = resample_label_maps(label, back, "nearest")
-    for ax, (b, m) in enumerate(zip(back, maps)):
-        u = b.coords()
-        bad = (u < -0.5) | (u > m.n_out - 0.5)
-        if bad.any():
-            idx = [slice(None)] * 3
-            idx[ax] = bad
-            out[tuple(idx)] = 0
-    return out
+    properties: CaseProperties
 
 
 # ------------------------------------------------------------------------------- the cache
@@ -214,9 +92,9 @@ def load_case(cache_dir: str | os.PathLike, case_id: str, stage: int, mmap: bool
     pfile = d / "properties.json"
     if not pfile.is_file():
         raise fail(d, f"case {case_id!r} is not in the stage-{stage} cache (run `kidneyseg preprocess`)")
-    props = _read_json(pfile)
-    if props.get("skipped"):
-        raise fail(d, f"case {case_id!r} has no stage-{stage} data: {props['skipped']}")
+    props = CaseProperties.from_dict(_read_json(pfile), str(pfile))
+    if props.skipped:
+        raise fail(d, f"case {case_id!r} has no stage-{stage} data: {props.skipped}")
     mode = "r" if mmap else None
     try:
         image = np.load(d / "image.npy", mmap_mode=mode)
@@ -317,7 +195,7 @@ def _process_case(task: dict) -> dict:
         raise fail(lab_path, f"label shape {lab.shape} differs from the image's {img.shape}")
     if not np.allclose(img.spacing, lab.spacing, rtol=1e-3):
         raise fail(lab_path, f"label spacing {lab.spacing} differs from the image's {img.spacing}")
-    base = {"sources": sources, "original_affine": np.asarray(img.affine).tolist(), "plan_hash": plan.hash()}
+    provenance = {"sources": sources, "original_affine": np.asarray(img.affine).tolist()}
     for st in todo:
         d = _case_dir(cache_dir, st, case_id)
         d.mkdir(parents=True, exist_ok=True)
@@ -325,23 +203,23 @@ def _process_case(task: dict) -> dict:
         (d / "properties.json").unlink(missing_ok=True)  # the case is incomplete until rewritten
         if st == 2 and not (lab.array > 0).any():
             reason = "empty foreground (no kidney or tumor voxel): no box centre"
-            props = dict(base, case_id=case_id, stage=st, skipped=reason)
-            write_text_atomic(d / "properties.json", json.dumps(props, indent=1))
+            props = CaseProperties(case_id, st, plan.hash(), skipped=reason, **provenance)
+            write_text_atomic(d / "properties.json", json.dumps(props.to_dict(), indent=1))
             for f in ("image.npy", "label.npy"):
                 (d / f).unlink(missing_ok=True)
             result["skipped"][st] = reason
             result["warnings"].append(f"{case_id}: stage 2 skipped: {reason}")
             continue
         image, label, props = preprocess_case(img.array, lab.array, img.spacing, plan, st, case_id=case_id)
-        props.update(base)
-        if props.get("padded"):
+        props.sources, props.original_affine = provenance["sources"], provenance["original_affine"]
+        if props.padded:
             ext = [n * s for n, s in zip(img.shape, img.spacing)]
             result["warnings"].append(
                 f"{case_id}: the {tuple(round(b) for b in plan.box_size_mm)} mm box reaches outside the "
                 f"{tuple(round(e) for e in ext)} mm volume; padded (image: clip_low_hu, label: 0)")
         _save_npy(d / "image.npy", image.astype(np.float32, copy=False))
         _save_npy(d / "label.npy", label.astype(np.uint8, copy=False))
-        write_text_atomic(d / "properties.json", json.dumps(props, indent=1))
+        write_text_atomic(d / "properties.json", json.dumps(props.to_dict(), indent=1))
         result["done"].append(st)
     return result
 
@@ -457,5 +335,4 @@ def preprocess_dataset(manifest: str | os.PathLike, plan: Plan | str | os.PathLi
     return summary
 
 
-__all__ = ["CACHE_FORMAT", "CachedCase", "list_cases", "load_case", "paste_label_back", "preprocess_case",
-           "preprocess_dataset"]
+__all__ = ["CACHE_FORMAT", "CachedCase", "list_cases", "load_case", "preprocess_dataset"]
