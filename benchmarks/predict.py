@@ -100,7 +100,7 @@ def make_model(a, work: Path) -> Path:
 
     from kidneyseg.model.unet import build_unet
     from kidneyseg.preprocess.plan import Plan
-    from kidneyseg.train.checkpoint import save_checkpoint
+    from kidneyseg.model.checkpoint import save_checkpoint
     from kidneyseg.train.config import TrainConfig, save_config
 
     model = work / "model"

@@ -21,7 +21,7 @@ COMMAND_MODULES = (
     "kidneyseg.preprocess.commands",  # plan, preprocess
     "kidneyseg.train.commands",       # train
     "kidneyseg.infer.commands",       # predict
-    "kidneyseg.evaluate.commands",    # evaluate
+    "kidneyseg.evaluate.commands",    # evaluate, choose-postprocess
     "kidneyseg.pipeline_commands",    # pipeline
     "kidneyseg.viewer.commands",      # viewer
 )
@@ -35,13 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kidneyseg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # area not built yet
-                continue
-            raise
-        module.register(sub)
+        # every area must be there: a missing command module is a broken install, never skipped
+        importlib.import_module(name).register(sub)
     return parser
 
 

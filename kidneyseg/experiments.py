@@ -106,33 +106,21 @@ def validate_model(model_dir: os.PathLike | str, manifest: os.PathLike | str, sp
 def choose_postprocessing(model_dir: os.PathLike | str, raw_pred_dir: os.PathLike | str,
                           manifest: os.PathLike | str, split: str = "val",
                           out_dir: os.PathLike | str | None = None) -> tuple[str, dict]:
-    """Compare the post-processing strategies on raw validation predictions, store the best in
-    ``MODEL_DIR/postprocess.json`` and (optionally) write the post-processed label maps to ``out_dir``.
+    """:func:`kidneyseg.evaluate.postprocess_choice.choose_postprocessing` against the manifest's
+    ``split`` labels: compare the strategies on raw predictions, store the best in
+    ``MODEL_DIR/postprocess.json``, optionally write the post-processed maps to ``out_dir``.
 
     Returns:
         ``(best strategy, {strategy: {"kidney_dice", "tumor_dice", "mean_dice", "n_cases"}})``.
     """
-    from .infer.postprocess import DEFAULT_MIN_COMPONENT_ML, best_strategy, compare_strategies, postprocess, save_choice
-    from .io import load_volume, save_like
+    from .evaluate.postprocess_choice import choose_postprocessing as choose
 
-    cases = split_cases(manifest, split)
-    raw_dir = Path(raw_pred_dir)
-    loaded = []
-    for case_id, _, lab_path in cases:
-        pred_path = raw_dir / f"{case_id}.nii.gz"
-        if not pred_path.exists():
-            raise fail(pred_path, "raw prediction missing; run validate_model(..., postprocess='none') first")
-        loaded.append((case_id, load_volume(pred_path, "label"), load_volume(lab_path, "label")))
-    options = {"min_component_ml": DEFAULT_MIN_COMPONENT_ML}
-    scores = compare_strategies(((p.array, g.array, g.spacing) for _, p, g in loaded), **options)
-    best = best_strategy(scores)
-    save_choice(model_dir, best, scores, **(options if best == "anatomy" else {}))
-    if out_dir is not None:
-        out = ensure_output_dir(out_dir)
-        for case_id, pred, gt in loaded:
-            labels = postprocess(pred.array, gt.spacing, best, **(options if best == "anatomy" else {}))
-            save_like(labels, out / f"{case_id}.nii.gz", gt, kind="label")
-    return best, scores
+    refs = {case_id: lab for case_id, _, lab in split_cases(manifest, split)}
+    missing = [c for c in refs if not (Path(raw_pred_dir) / f"{c}.nii.gz").exists()]
+    if missing:
+        raise fail(Path(raw_pred_dir) / f"{missing[0]}.nii.gz",
+                   "raw prediction missing; run validate_model(..., postprocess='none') first")
+    return choose(model_dir, raw_pred_dir, refs, out_dir=out_dir)
 
 
 def evaluate_predictions(pred_dir: os.PathLike | str, manifest: os.PathLike | str, split: str = "val",
@@ -162,8 +150,11 @@ def train_single_stage(config, manifest: os.PathLike | str, plan_path: os.PathLi
                        work_dir: os.PathLike | str, device: str = "cpu") -> Path:
     """Train one network on whole volumes at the target spacing; returns its model folder.
 
-    ``config`` is a stage-1 :class:`~kidneyseg.train.config.TrainConfig` (1 input channel).
+    ``config`` is a stage-1 :class:`~kidneyseg.train.config.TrainConfig` (1 input channel). The
+    cache is built with :func:`single_stage_plan` (stage 1 at the fine spacing) and resumes like
+    any cache; a killed training resumes from its last checkpoint.
     """
+    from .model.folder import ModelFolder
     from .preprocess.cache import preprocess_dataset
     from .train.stage import train_stage
 
@@ -171,43 +162,38 @@ def train_single_stage(config, manifest: os.PathLike | str, plan_path: os.PathLi
     plan = single_stage_plan(plan_path, work / "plan_single_stage.json")
     cache = work / "cache"
     preprocess_dataset(manifest, plan, cache, stages=(1,), progress=False)
-    model_dir = work / "model"
-    train_stage(config, cache, model_dir, device=device)
-    return model_dir
+    model = ModelFolder(work / "model")
+    train_stage(config, cache, model.root, device=device, resume=model.stage(1).checkpoint_last.exists())
+    return model.root
 
 
 def validate_single_stage(model_dir: os.PathLike | str, manifest: os.PathLike | str, split: str = "val",
                           pred_dir: os.PathLike | str | None = None, device: str = "cpu",
                           overlap: float = 0.5, tolerance_mm: float = 2.0,
-                          postprocess: str = "anatomy") -> pd.DataFrame:
-    """Score the single-stage baseline: normalize, resample to the target spacing, sliding window,
-    labels back to the input grid, the same post-processing as the cascade."""
+                          postprocess: str | None = "anatomy") -> pd.DataFrame:
+    """Score the single-stage baseline: the case preprocessed exactly as its training cache was
+    (:func:`~kidneyseg.preprocess.case.preprocess_case`, stage 1 of the single-stage plan: the
+    whole volume at the target spacing), sliding window, labels back to the input grid with the one
+    inverse (:func:`~kidneyseg.preprocess.case.paste_label_back`), then the cascade's
+    post-processing (``postprocess=None``: the model folder's own choice)."""
     from .infer.postprocess import load_choice
     from .infer.postprocess import postprocess as apply_postprocess
     from .infer.sliding_window import sliding_window_predict
-    from .preprocess.intensity import normalize_with_plan
-    from .preprocess.plan import Plan
-    from .preprocess.resample import new_shape, resample_image, resample_label
-    from .train.checkpoint import load_model
+    from .model.folder import ModelFolder, load_stage
+    from .preprocess.case import paste_label_back, preprocess_case
 
-    model_dir = Path(model_dir)
-    plan = Plan.load(model_dir / "plan.json")
-    net, cfg = load_model(model_dir / "stage1", device=device)
-    name, opts = load_choice(model_dir) if postprocess is None else (postprocess, {})
+    folder = ModelFolder(model_dir).require(stages=(1,))
+    plan = folder.load_plan()
+    net, spec = load_stage(folder.stage(1), device=device)
+    name, opts = load_choice(folder) if postprocess is None else (postprocess, {})
     if pred_dir is not None:
         pred_dir = ensure_output_dir(pred_dir)
 
     def predict(volume, case_id):
         t0 = time.perf_counter()
-        spacing, shape = volume.spacing, volume.shape
-        norm = normalize_with_plan(volume.array, plan)
-        fine_shape = new_shape(shape, spacing, plan.target_spacing)
-        x = resample_image(norm, spacing, plan.target_spacing, shape=fine_shape, order=plan.image_order,
-                           order_z=plan.image_order_z, anisotropy_threshold=plan.anisotropy_threshold)
-        res = sliding_window_predict(torch.from_numpy(np.ascontiguousarray(x))[None], net, cfg.patch_size,
-                                     overlap=overlap, device=device)
-        labels = resample_label(res.labels, plan.target_spacing, spacing, shape=shape)
-        labels = apply_postprocess(labels, spacing, name, **opts)
+        x, _, props = preprocess_case(volume.array, None, volume.spacing, plan, 1, case_id=case_id)
+        res = sliding_window_predict(torch.from_numpy(x)[None], net, spec.patch_size, overlap=overlap, device=device)
+        labels = apply_postprocess(paste_label_back(res.labels, props), volume.spacing, name, **opts)
         return labels, {"single_stage": time.perf_counter() - t0}
 
     return _evaluate_cases(split_cases(manifest, split), predict, pred_dir, tolerance_mm)
@@ -215,13 +201,10 @@ def validate_single_stage(model_dir: os.PathLike | str, manifest: os.PathLike | 
 
 # ---------------------------------------------------------------------------------- ablation
 def _stage2_variant_config(base, variant: str, seed: int):
+    from .config import merge
     from .train.config import TrainConfig
 
-    flags = VARIANTS[variant]
-    data = base.to_dict()
-    data["seed"] = int(seed)
-    data["network"].update(flags)
-    data["stage"] = 2
+    data = merge(base.to_dict(), {"seed": int(seed), "stage": 2, "network": VARIANTS[variant]}, "ablation variant")
     return TrainConfig.from_dict(data)
 
 
@@ -238,12 +221,13 @@ def run_ablation(base_config, cache_dir: os.PathLike | str, stage1_model_dir: os
     Returns:
         One row per (variant, seed, case) with the case metrics.
     """
+    from .model.folder import ModelFolder
     from .train.stage import train_stage
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"variants must be among {list(VARIANTS)}, got {unknown!r}")
-    stage1_model_dir = Path(stage1_model_dir)
+    source = ModelFolder(stage1_model_dir).require(stages=(1,))
     out = ensure_output_dir(out_dir)
     frames = []
     for variant in variants:
@@ -254,13 +238,14 @@ def run_ablation(base_config, cache_dir: os.PathLike | str, stage1_model_dir: os
                 frames.append(pd.DataFrame(json.loads(done.read_text(encoding="utf-8"))))
                 log(f"ablation {variant} seed {seed}: done earlier, skipped")
                 continue
-            model_dir = ensure_output_dir(run / "model")
-            shutil.copyfile(stage1_model_dir / "plan.json", model_dir / "plan.json")
-            if not (model_dir / "stage1").exists():
-                shutil.copytree(stage1_model_dir / "stage1", model_dir / "stage1")
+            model = ModelFolder(ensure_output_dir(run / "model"))
+            shutil.copyfile(source.plan_path, model.plan_path)
+            if not model.stage(1).root.exists():
+                shutil.copytree(source.stage(1).root, model.stage(1).root)
             t0 = time.perf_counter()
             cfg = _stage2_variant_config(base_config, variant, seed)
-            train_stage(cfg, cache_dir, model_dir, device=device, resume=(model_dir / "stage2" / "checkpoint_last.pt").exists())
+            train_stage(cfg, cache_dir, model.root, device=device, resume=model.stage(2).checkpoint_last.exists())
+            model_dir = model.root
             train_s = time.perf_counter() - t0
             df = validate_model(model_dir, manifest, split=split, device=device, tolerance_mm=tolerance_mm)
             df.insert(0, "seed", seed)
@@ -276,15 +261,23 @@ def run_ablation(base_config, cache_dir: os.PathLike | str, stage1_model_dir: os
 def ablation_table(results: pd.DataFrame) -> pd.DataFrame:
     """Table 4.2's layout: per variant, kidney / tumor / mean Dice (%) as mean +- sd over seeds.
 
-    Each seed's score is the mean over its validation cases (NaN tumor Dice of tumor-free cases
-    ignored); the spread is the sample standard deviation over seeds.
+    Each seed's scores are over its validation cases (NaN tumor Dice of tumor-free cases ignored;
+    the mean Dice by :func:`kidneyseg.evaluate.metrics.mean_dice`); the spread is the sample
+    standard deviation over seeds.
     """
-    per_seed = results.groupby(["variant", "seed"], sort=False)[["kidney_dice", "tumor_dice", "mean_dice"]].mean()
+    from .evaluate.metrics import mean_dice
+
     rows = []
-    for variant, grp in per_seed.groupby(level=0, sort=False):
-        row = {"Method": variant, "seeds": len(grp)}
+    for variant, by_variant in results.groupby("variant", sort=False):
+        per_seed = {"kidney_dice": [], "tumor_dice": [], "mean_dice": []}
+        for _, grp in by_variant.groupby("seed", sort=False):
+            k, t = grp["kidney_dice"].to_numpy(float), grp["tumor_dice"].to_numpy(float)
+            per_seed["kidney_dice"].append(np.nanmean(k) if np.isfinite(k).any() else np.nan)
+            per_seed["tumor_dice"].append(np.nanmean(t) if np.isfinite(t).any() else np.nan)
+            per_seed["mean_dice"].append(mean_dice({"kidney": k, "tumor": t}))
+        row = {"Method": variant, "seeds": len(per_seed["kidney_dice"])}
         for col, label in (("kidney_dice", "Kidney Dice"), ("tumor_dice", "Tumor Dice"), ("mean_dice", "Mean Dice")):
-            vals = grp[col].to_numpy(float) * 100
+            vals = np.asarray(per_seed[col], float) * 100
             sd = float(np.nanstd(vals, ddof=1)) if np.sum(~np.isnan(vals)) > 1 else float("nan")
             row[label] = f"{np.nanmean(vals):.2f} ± {sd:.2f}"
             row[f"{col}_mean"], row[f"{col}_sd"] = float(np.nanmean(vals)), sd
@@ -304,20 +297,20 @@ def untrained_copy(model_dir: os.PathLike | str, out_dir: os.PathLike | str, see
 
     The control for sanity checks: a trained model must beat it.
     """
+    from .model.checkpoint import load_checkpoint, save_checkpoint
+    from .model.folder import ModelFolder
     from .model.unet import build_unet
-    from .train.checkpoint import CHECKPOINT_BEST, load_checkpoint, save_checkpoint
     from .train.config import TrainConfig
 
-    src, out = Path(model_dir), ensure_output_dir(out_dir)
-    shutil.copyfile(src / "plan.json", out / "plan.json")
-    for stage in ("stage1", "stage2"):
-        data = load_checkpoint(src / stage / CHECKPOINT_BEST if (src / stage / CHECKPOINT_BEST).exists()
-                               else src / stage / "checkpoint_last.pt")
+    src, out = ModelFolder(model_dir).require(), ModelFolder(ensure_output_dir(out_dir))
+    shutil.copyfile(src.plan_path, out.plan_path)
+    for stage in (1, 2):
+        data = load_checkpoint(src.stage(stage).checkpoint())
         cfg = TrainConfig.from_json(data["config"])
         torch.manual_seed(seed)
         data["model"] = build_unet(cfg.network).state_dict()
-        ensure_output_dir(out / stage)
-        shutil.copyfile(src / stage / "config.json", out / stage / "config.json")
+        ensure_output_dir(out.stage(stage).root)
+        shutil.copyfile(src.stage(stage).config, out.stage(stage).config)
         data.pop("format", None)
-        save_checkpoint(out / stage / CHECKPOINT_BEST, data)
-    return out
+        save_checkpoint(out.stage(stage).checkpoint_best, data)
+    return out.root

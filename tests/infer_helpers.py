@@ -35,7 +35,7 @@ def threshold_model(**plan) -> CascadeModel:
 def make_model_dir(root: Path, patch=(8, 16, 16), features=4, plan: dict | None = None) -> Path:
     """A model folder with random-weight U-Nets saved through the trainer's checkpoint API."""
     from kidneyseg.model.unet import NetworkConfig, build_unet
-    from kidneyseg.train.checkpoint import save_checkpoint
+    from kidneyseg.model.checkpoint import save_checkpoint
     from kidneyseg.train.config import TrainConfig, save_config
 
     root.mkdir(parents=True, exist_ok=True)

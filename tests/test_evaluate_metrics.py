@@ -53,7 +53,7 @@ def test_empty_reference_conventions():
     lab = np.zeros((6, 6, 6), np.uint8)
     lab[full] = 1
     m = case_metrics(lab, lab, sp)
-    assert m["kidney_dice"] == 1.0 and math.isnan(m["tumor_dice"]) and math.isnan(m["mean_dice"])
+    assert m["kidney_dice"] == 1.0 and math.isnan(m["tumor_dice"]) and m["mean_dice"] == 1.0  # no tumor: kidney alone
     assert math.isnan(m["tumor_surface_dice"]) and math.isnan(m["tumor_hd95"])
 
 

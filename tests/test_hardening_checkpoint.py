@@ -18,8 +18,8 @@ import torch
 
 from kidneyseg.cli import main
 from kidneyseg.errors import KidneysegError
-from kidneyseg.train.checkpoint import (CHECKPOINT_LAST, load_checkpoint, load_model, save_checkpoint,
-                                        sha256_file)
+from kidneyseg.model.checkpoint import load_checkpoint, save_checkpoint, sha256_file
+from kidneyseg.model.folder import StageFolder, load_stage
 from kidneyseg.train.config import TrainConfig
 
 from . import hardening_helpers as H
@@ -62,7 +62,7 @@ def _predict(ct: Path, model: Path, out: Path, capsys) -> tuple[int, list[str]]:
 
 
 def _evil_checkpoint(path: Path, marker: Path, listed: bool = True) -> None:
-    torch.save({"format": "kidneyseg-checkpoint-1", "model": {}, "x": _Payload(marker)}, path)
+    torch.save({"format": "kidneyseg-checkpoint-2", "model": {}, "x": _Payload(marker)}, path)
     sha = path.with_name(path.name + ".sha256")
     if listed:  # an attacker can always write a matching .sha256 beside the file
         sha.write_text(f"{sha256_file(path)}  {path.name}\n")
@@ -85,7 +85,7 @@ def test_scanner_catches_an_unsafe_call(tmp_path):
 def test_crafted_pickle_checkpoint_cannot_run_code_in_predict(model_dir, tmp_path, ct, capsys, listed):
     model = _copy(model_dir, tmp_path)
     marker = tmp_path / "pwned"
-    _evil_checkpoint(model / "stage1" / CHECKPOINT_LAST, marker, listed)
+    _evil_checkpoint(model / "stage1" / "checkpoint_last.pt", marker, listed)
     out = tmp_path / "out" / "pred.nii.gz"
     rc, lines = _predict(ct, model, out, capsys)
     assert not marker.exists(), "the pickle payload ran"
@@ -101,7 +101,7 @@ def test_crafted_pickle_checkpoint_cannot_run_code_on_resume(tmp_path, capsys):
     out = tmp_path / "model"
     (out / "stage1").mkdir(parents=True)
     marker = tmp_path / "pwned"
-    _evil_checkpoint(out / "stage1" / CHECKPOINT_LAST, marker)
+    _evil_checkpoint(out / "stage1" / "checkpoint_last.pt", marker)
     capsys.readouterr()
     rc = main(["train", "--config", str(cfg), "--cache", str(cache), "--out", str(out), "--resume",
                "--no-progress"])
@@ -113,7 +113,7 @@ def test_crafted_pickle_checkpoint_cannot_run_code_on_resume(tmp_path, capsys):
 
 def test_tampered_checkpoint_is_refused(model_dir, tmp_path, ct, capsys):
     model = _copy(model_dir, tmp_path)
-    ck = model / "stage2" / CHECKPOINT_LAST
+    ck = model / "stage2" / "checkpoint_last.pt"
     data = bytearray(ck.read_bytes())
     data[len(data) // 2] ^= 0x01  # one flipped bit in the weights
     ck.write_bytes(bytes(data))
@@ -124,15 +124,15 @@ def test_tampered_checkpoint_is_refused(model_dir, tmp_path, ct, capsys):
 
 
 def test_checkpoint_carries_its_config_and_a_verified_sha256(model_dir):
-    ck = model_dir / "stage1" / CHECKPOINT_LAST
-    listed = (model_dir / "stage1" / (CHECKPOINT_LAST + ".sha256")).read_text().split()
-    assert listed[0] == sha256_file(ck) and listed[1] == CHECKPOINT_LAST
+    ck = model_dir / "stage1" / "checkpoint_last.pt"
+    listed = (model_dir / "stage1" / "checkpoint_last.pt.sha256").read_text().split()
+    assert listed[0] == sha256_file(ck) and listed[1] == "checkpoint_last.pt"
     data = load_checkpoint(ck)
     cfg = TrainConfig.from_json(data["config"])
     assert cfg == TrainConfig.from_json((model_dir / "stage1" / "config.json").read_text())
     assert cfg.stage == 1 and cfg.network.in_channels == 1
-    net, cfg2 = load_model(model_dir / "stage1")
-    assert cfg2 == cfg and not net.training
+    net, spec = load_stage(StageFolder(model_dir / "stage1", 1))
+    assert spec.network == cfg.network and spec.patch_size == tuple(cfg.patch_size) and not net.training
 
 
 def test_mismatched_architecture_is_refused_in_predict(model_dir, tmp_path, ct, capsys):
@@ -143,7 +143,7 @@ def test_mismatched_architecture_is_refused_in_predict(model_dir, tmp_path, ct, 
     stage = model / "stage1"
     cfg = TrainConfig.from_json((stage / "config.json").read_text())
     wider = TrainConfig.from_dict({**cfg.to_dict(), "network": {**cfg.to_dict()["network"], "base_features": 8}})
-    save_checkpoint(stage / CHECKPOINT_LAST, {"model": build_unet(wider.network).state_dict(),
+    save_checkpoint(stage / "checkpoint_last.pt", {"model": build_unet(wider.network).state_dict(),
                                               "config": cfg.to_json(), "epoch": 0})
     rc, lines = _predict(ct, model, tmp_path / "pred.nii.gz", capsys)
     assert rc == 2 and len(lines) == 1
@@ -163,8 +163,8 @@ def test_config_json_disagreeing_with_checkpoint_is_refused(model_dir, tmp_path,
 
 
 def test_foreign_checkpoint_is_refused(tmp_path):
-    ck = tmp_path / CHECKPOINT_LAST
+    ck = tmp_path / "checkpoint_last.pt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, ck)  # a plain torch file from elsewhere
-    (tmp_path / (CHECKPOINT_LAST + ".sha256")).write_text(f"{sha256_file(ck)}  {CHECKPOINT_LAST}\n")
+    (tmp_path / "checkpoint_last.pt.sha256").write_text(f"{sha256_file(ck)}  checkpoint_last.pt\n")
     with pytest.raises(KidneysegError, match="not a kidneyseg checkpoint"):
         load_checkpoint(ck)

@@ -76,7 +76,7 @@ def test_identical_preprocessing_outputs(tmp_path):
 
 def test_same_cpu_training_result(tmp_path):
     """`kidneyseg train` twice with one seed on one cache: equal weights (and equal metrics)."""
-    from kidneyseg.train.checkpoint import load_checkpoint
+    from kidneyseg.model.checkpoint import load_checkpoint
 
     cache = H.build_cache(tmp_path, n=2)
     cfg = H.tiny_train_config(tmp_path / "cfg.json", epochs=1, iterations=2)

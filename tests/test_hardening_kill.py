@@ -101,7 +101,7 @@ def _epochs(stage_dir: Path) -> list[int]:
 
 
 def test_train_killed_inside_a_checkpoint_save_resumes_to_the_same_weights(tmp_path):
-    from kidneyseg.train.checkpoint import load_checkpoint
+    from kidneyseg.model.checkpoint import load_checkpoint
 
     cache = H.build_cache(tmp_path, n=3)
     cfg = H.tiny_train_config(tmp_path / "cfg.json", epochs=3, iterations=2)
@@ -125,7 +125,7 @@ def test_train_killed_inside_a_checkpoint_save_resumes_to_the_same_weights(tmp_p
 
 
 def test_train_killed_at_a_random_moment_resumes_and_finishes(tmp_path):
-    from kidneyseg.train.checkpoint import load_checkpoint
+    from kidneyseg.model.checkpoint import load_checkpoint
 
     cache = H.build_cache(tmp_path, n=3)
     cfg = H.tiny_train_config(tmp_path / "cfg.json", epochs=3, iterations=3)

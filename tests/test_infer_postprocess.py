@@ -6,10 +6,7 @@ import numpy as np
 import pytest
 
 from kidneyseg.errors import KidneysegError
-from kidneyseg.infer.postprocess import (STRATEGIES, choose_for_model, compare_strategies, get_strategy,
-                                         load_choice, postprocess, save_choice)
-
-from .conftest import kits_affine
+from kidneyseg.infer.postprocess import STRATEGIES, get_strategy, load_choice, postprocess, save_choice
 
 SP = (1.0, 1.0, 1.0)  # 1 voxel = 0.001 ml
 
@@ -56,31 +53,26 @@ def test_unknown_strategy_lists_valid_names():
         get_strategy("biggest")
 
 
-def test_compare_and_store_choice(tmp_path, write_nifti):
-    gt = anatomy_case()
-    gt[15:17, 15:17, 18:20] = 0
-    gt[15:18, 2:5, 20:23] = 0
-    pred = anatomy_case()  # reference + two false-positive islands
-    scores = compare_strategies([(pred, gt, SP)], min_component_ml=0.1)
-    assert scores["anatomy"]["mean_dice"] == 1.0
-    assert scores["largest"]["kidney_dice"] < scores["anatomy"]["kidney_dice"]
-    assert scores["none"]["tumor_dice"] < 1.0
-    aff = kits_affine(SP)
-    write_nifti(pred, aff, "pred/case_00000.nii.gz", np.uint8)
-    write_nifti(gt, aff, "gt/case_00000/segmentation.nii.gz", np.uint8)
-    best, _ = choose_for_model(tmp_path / "pred", tmp_path / "gt", tmp_path / "model", min_component_ml=0.1)
-    assert best == "anatomy"
-    assert load_choice(tmp_path / "model") == ("anatomy", {"min_component_ml": 0.1})
-    assert json.loads((tmp_path / "model" / "postprocess.json").read_text())["scores"]["none"]["n_cases"] == 1
-
-
 def test_load_choice_default_and_errors(tmp_path):
     assert load_choice(tmp_path)[0] == "anatomy"
     save_choice(tmp_path, "largest")
     assert load_choice(tmp_path) == ("largest", {})
+    save_choice(tmp_path, "anatomy", min_component_ml=3.0)
+    assert load_choice(tmp_path) == ("anatomy", {"min_component_ml": 3.0, "max_kidneys": 2})
     (tmp_path / "postprocess.json").write_text(json.dumps({"strategy": "nope"}))
     with pytest.raises(KidneysegError, match="unknown post-processing strategy 'nope'"):
         load_choice(tmp_path)
     (tmp_path / "postprocess.json").write_text(json.dumps({"strategy": "none", "colour": 1}))
-    with pytest.raises(KidneysegError, match="unknown keys"):
+    with pytest.raises(KidneysegError, match="postprocess.json: unknown key 'colour'; valid keys: strategy, options, scores"):
         load_choice(tmp_path)
+    # a misspelt option is refused, not ignored
+    (tmp_path / "postprocess.json").write_text(json.dumps({"strategy": "anatomy", "options": {"min_component": 5}}))
+    with pytest.raises(KidneysegError, match="has no option 'min_component'; valid options: min_component_ml, max_kidneys"):
+        load_choice(tmp_path)
+
+
+def test_unknown_options_are_refused_for_every_strategy():
+    lab = anatomy_case()
+    for name in STRATEGIES:
+        with pytest.raises(ValueError, match=f"strategy {name!r} has no option 'min_component_mll'"):
+            postprocess(lab, SP, name, min_component_mll=1.0)

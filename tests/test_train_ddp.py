@@ -49,7 +49,7 @@ def test_ddp_two_cpu_ranks_identical_weights(tmp_path):
     for k in r0["model"]:
         assert torch.equal(r0["model"][k], r1["model"][k]), k
     # rank 0 wrote the checkpoint, and it holds the trained (changed) weights
-    from kidneyseg.train.checkpoint import load_checkpoint
+    from kidneyseg.model.checkpoint import load_checkpoint
     from kidneyseg.model.unet import build_unet
     from tests.test_train_trainer import tiny_config
 

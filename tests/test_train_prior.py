@@ -5,7 +5,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from kidneyseg.train.prior import PriorPerturbation, perturb_prior, prior_channels
+from kidneyseg.model.inputs import prior_channels
+from kidneyseg.train.prior import PriorPerturbation, perturb_prior
 
 from .conftest import tiny_label
 

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from kidneyseg.errors import KidneysegError
-from kidneyseg.train.checkpoint import load_checkpoint, load_model
+from kidneyseg.model.checkpoint import load_checkpoint
+from kidneyseg.model.folder import StageFolder, load_stage
 from kidneyseg.train.config import TrainConfig
 from kidneyseg.train.trainer import Trainer
 
@@ -85,8 +86,8 @@ def test_trains_writes_metrics_and_checkpoints(tmp_path):
     for name in ("checkpoint_last.pt", "checkpoint_best.pt", "config.json", "checkpoint_last.pt.sha256"):
         assert (tmp_path / name).is_file(), name
     assert json.loads((tmp_path / "config.json").read_text())["epochs"] == 2
-    model, cfg2 = load_model(tmp_path)
-    assert not model.training and cfg2.network == cfg.network
+    model, spec = load_stage(StageFolder(tmp_path, 1))
+    assert not model.training and spec.network == cfg.network
     out = model(torch.zeros(1, 1, 16, 32, 32))
     assert out.shape == (1, 3, 16, 32, 32)
 
@@ -172,8 +173,8 @@ def test_checkpoint_tamper_pickle_and_architecture_refused(tmp_path):
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
-    torch.save({"format": "kidneyseg-checkpoint-1", "x": Evil()}, evil / "checkpoint_last.pt")
-    from kidneyseg.train.checkpoint import sha256_file
+    torch.save({"format": "kidneyseg-checkpoint-2", "x": Evil()}, evil / "checkpoint_last.pt")
+    from kidneyseg.model.checkpoint import sha256_file
     (evil / "checkpoint_last.pt.sha256").write_text(f"{sha256_file(evil / 'checkpoint_last.pt')}  checkpoint_last.pt\n")
     with pytest.raises(KidneysegError, match="not a safe checkpoint"):
         load_checkpoint(evil / "checkpoint_last.pt")
@@ -266,8 +267,8 @@ def test_cli_trains_both_stages_from_a_phantom_cache(tmp_path):
         assert main(["train", "--config", str(cfg), "--stage", stage, "--cache", str(tmp_path / "cache"),
                      "--out", str(out), "--no-progress"]) == 0
     assert (out / "plan.json").is_file()
-    model, c2 = load_model(out / "stage2")
-    assert c2.stage == 2 and c2.network.in_channels == 3
+    model, spec = load_stage(StageFolder(out / "stage2", 2))
+    assert spec.stage == 2 and spec.network.in_channels == 3
     assert model(torch.zeros(1, 3, 8, 16, 16)).shape == (1, 3, 8, 16, 16)
     rows = list(csv.DictReader(open(out / "stage1" / "metrics.csv")))
     assert len(rows) == 1 and rows[0]["val_dice_kidney"] != ""

@@ -1,4 +1,4 @@
-"""``kidneyseg evaluate``: score predicted label maps against references (KiTS19 metrics)."""
+"""``kidneyseg evaluate`` (KiTS19 metrics per case) and ``kidneyseg choose-postprocess``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,17 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
+    c = subparsers.add_parser(
+        "choose-postprocess", help="compare post-processing strategies on validation cases; store the best",
+        description="Scores every strategy (mean of KiTS19 kidney and tumor Dice) on raw predictions "
+                    "(made with `predict --postprocess none`) and writes MODEL_DIR/postprocess.json.")
+    c.add_argument("--pred", required=True, help="folder of raw predicted label maps")
+    c.add_argument("--gt", required=True, help="folder of reference label maps")
+    c.add_argument("--model", required=True, help="model folder to write postprocess.json into")
+    c.add_argument("--min-component-ml", type=float, default=10.0,
+                   help="anatomy strategy: smallest second kidney kept, ml (default 10)")
+    c.set_defaults(func=run_choose)
+
 
 def run(args: argparse.Namespace) -> int:
     from .report import evaluate_folders, format_table, write_csv, write_json
@@ -28,4 +39,16 @@ def run(args: argparse.Namespace) -> int:
         write_csv(rows, args.csv, args.tolerance_mm)
     if args.json:
         write_json(rows, args.json, args.tolerance_mm)
+    return 0
+
+
+def run_choose(args: argparse.Namespace) -> int:
+    from ..model.folder import ModelFolder
+    from .postprocess_choice import choose_postprocessing
+
+    best, scores = choose_postprocessing(args.model, args.pred, args.gt,
+                                         options={"anatomy": {"min_component_ml": args.min_component_ml}})
+    for name, s in scores.items():
+        print(f"{name:>18}: kidney {s['kidney_dice']:.4f}  tumor {s['tumor_dice']:.4f}  mean {s['mean_dice']:.4f}")
+    print(f"chosen: {best} -> {ModelFolder(args.model).postprocess_path}")
     return 0

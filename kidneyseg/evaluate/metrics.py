@@ -15,7 +15,10 @@ Empty-reference convention (the same for every metric, tested in ``tests/test_ev
   ``NaN`` too, never 1.
 * reference non-empty, prediction empty -> Dice 0, surface Dice 0, HD95 ``NaN`` (no distance
   exists to an empty surface).
-* ``mean_dice`` is the mean of kidney and tumor Dice, ``NaN`` when either is ``NaN``.
+* ``mean_dice`` follows one rule everywhere (:func:`mean_dice`): per region the NaN-ignoring mean
+  over the cases, then the mean over the regions that have a value. For one case that is
+  (kidney + tumor) / 2, or the kidney Dice alone when the case has no tumor; for a set of cases it
+  is the KiTS19 leaderboard's composite, (mean kidney Dice + mean tumor Dice) / 2.
 
 Surface Dice and HD95 follow the published definition of Nikolov et al. 2021 (DeepMind's
 ``surface-distance``): the surface of a mask is a set of surface elements, one per 2x2x2 cube of
@@ -33,7 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -81,8 +84,33 @@ def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     return 2.0 * inter / (int(np.count_nonzero(pred)) + n_gt)
 
 
+def mean_dice(per_region: Mapping[str, float | Sequence[float]]) -> float:
+    """The one mean-Dice rule of kidneyseg: average over regions of each region's NaN-ignoring mean.
+
+    Args:
+        per_region: region name -> one Dice value or the Dice values of several cases.
+
+    Returns:
+        The mean over the regions that have at least one finite value; ``NaN`` when none has.
+
+    >>> mean_dice({"kidney": 0.9, "tumor": 0.5})
+    0.7
+    >>> round(mean_dice({"kidney": [0.9, 1.0], "tumor": [float("nan"), 0.6]}), 4)
+    0.775
+    >>> mean_dice({"kidney": 0.9, "tumor": float("nan")})  # a case without tumor
+    0.9
+    """
+    means = []
+    for values in per_region.values():
+        v = np.atleast_1d(np.asarray(values, float))
+        v = v[np.isfinite(v)]
+        if v.size:
+            means.append(float(v.mean()))
+    return float(np.mean(means)) if means else float("nan")
+
+
 def kits_dice(pred_labels: np.ndarray, gt_labels: np.ndarray) -> dict[str, float]:
-    """Official KiTS19 scores of a label map: kidney (``>0``), tumor (``==2``) and their mean.
+    """Official KiTS19 scores of a label map: kidney (``>0``), tumor (``==2``) and their :func:`mean_dice`.
 
     Returns:
         ``{"kidney_dice", "tumor_dice", "mean_dice"}``.
@@ -90,7 +118,7 @@ def kits_dice(pred_labels: np.ndarray, gt_labels: np.ndarray) -> dict[str, float
     _check_pair(pred_labels, gt_labels)
     k = dice(pred_labels > 0, gt_labels > 0)
     t = dice(pred_labels == 2, gt_labels == 2)
-    return {"kidney_dice": k, "tumor_dice": t, "mean_dice": (k + t) / 2.0}
+    return {"kidney_dice": k, "tumor_dice": t, "mean_dice": mean_dice({"kidney": k, "tumor": t})}
 
 
 def volume_ml(mask: np.ndarray, spacing: Sequence[float]) -> float:
@@ -276,5 +304,5 @@ def case_metrics(pred_labels: np.ndarray, gt_labels: np.ndarray, spacing: Sequen
     return out
 
 
-__all__ = ["REGIONS", "case_metrics", "dice", "hd95", "kits_dice", "surface_dice", "surface_distances",
+__all__ = ["REGIONS", "case_metrics", "dice", "hd95", "kits_dice", "mean_dice", "surface_dice", "surface_distances",
            "volume_ml"]

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..errors import atomic_path, fail
 from ..io import load_volume
-from .metrics import case_metrics
+from .metrics import case_metrics, mean_dice
 
 #: Columns of the metrics CSV, in order (the shared contract's columns come first).
 COLUMNS = ["case_id", "kidney_dice", "tumor_dice", "mean_dice", "kidney_surface_dice", "tumor_surface_dice",
@@ -110,15 +110,15 @@ def evaluate_folders(pred_dir: os.PathLike | str, gt_dir: os.PathLike | str, tol
 def summarize(rows: Iterable[dict]) -> dict:
     """The summary row: NaN-ignoring mean of each column over cases.
 
-    ``mean_dice`` of the summary is (mean kidney Dice + mean tumor Dice) / 2, as the KiTS19
-    leaderboard computes its composite score.
+    ``mean_dice`` of the summary follows :func:`kidneyseg.evaluate.metrics.mean_dice`: (mean kidney
+    Dice + mean tumor Dice) / 2, the KiTS19 leaderboard's composite.
     """
     rows = list(rows)
     out: dict = {"case_id": SUMMARY_ID}
     for col in COLUMNS[1:]:
         vals = np.array([r.get(col, float("nan")) for r in rows], float)
         out[col] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
-    out["mean_dice"] = (out["kidney_dice"] + out["tumor_dice"]) / 2.0
+    out["mean_dice"] = mean_dice({r: [row.get(f"{r}_dice", float("nan")) for row in rows] for r in ("kidney", "tumor")})
     return out
 
 

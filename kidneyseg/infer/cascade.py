@@ -33,7 +33,6 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,23 +40,26 @@ from tqdm.auto import tqdm
 
 from ..errors import fail
 from ..io import Volume
+from ..model.folder import ModelFolder, load_stage
+from ..model.inputs import prior_channels, stage_channels
+from ..preprocess.plan import Plan
 from .postprocess import get_strategy, load_choice, postprocess
 from .sliding_window import check_overlap, sliding_window_predict
 
 
 @dataclass
 class CascadeModel:
-    """Both stages of a model directory, ready to predict.
+    """Both stages of a model folder, ready to predict.
 
     Attributes:
-        plan: the preprocessing :class:`~kidneyseg.preprocess.plan.Plan` (``MODEL_DIR/plan.json``).
+        plan: the preprocessing plan (``MODEL_DIR/plan.json``).
         stage1, stage2: networks in eval mode on ``device``.
         patch1, patch2: their patch sizes (z, y, x) in voxels.
         postprocess: ``(strategy name, options)``.
         device: where the networks run.
     """
 
-    plan: object
+    plan: Plan
     stage1: torch.nn.Module
     stage2: torch.nn.Module
     patch1: tuple[int, int, int]
@@ -68,39 +70,32 @@ class CascadeModel:
     @classmethod
     def load(cls, model_dir: os.PathLike | str, device: str | torch.device = "cpu",
              postprocess: str | None = None) -> "CascadeModel":
-        """Load ``MODEL_DIR/{plan.json, stage1/, stage2/, postprocess.json}``.
+        """Load a :class:`~kidneyseg.model.folder.ModelFolder` (plan, both stages, post-processing choice).
 
         Args:
-            model_dir: the model directory.
+            model_dir: the model folder.
             device: ``"cpu"`` or ``"cuda"`` (or a torch device).
             postprocess: a strategy name overriding ``postprocess.json`` (e.g. ``"none"``).
 
         Raises:
-            KidneysegError: missing parts, unusable device.
+            KidneysegError: missing parts, unusable device, stages of the wrong input channels.
         """
-        from ..preprocess.plan import Plan
-        from ..train.checkpoint import load_model
-
-        model_dir = Path(model_dir)
-        if not model_dir.is_dir():
-            raise fail(model_dir, "model folder not found")
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise fail(None, "--device cuda requested but no CUDA device is available")
-        for part in ("plan.json", "stage1", "stage2"):
-            if not (model_dir / part).exists():
-                raise fail(model_dir / part, "missing from the model folder (needs plan.json, stage1/, stage2/)")
-        plan = Plan.load(model_dir / "plan.json")
-        net1, cfg1 = load_model(model_dir / "stage1", device=dev)
-        net2, cfg2 = load_model(model_dir / "stage2", device=dev)
-        if cfg1.network.in_channels != 1 or cfg2.network.in_channels != 3:
-            raise fail(model_dir, f"stage input channels must be 1 and 3, got {cfg1.network.in_channels} and "
-                                  f"{cfg2.network.in_channels}")
-        name, opts = load_choice(model_dir)
+        folder = ModelFolder(model_dir).require()
+        plan = folder.load_plan()
+        net1, spec1 = load_stage(folder.stage(1), device=dev)
+        net2, spec2 = load_stage(folder.stage(2), device=dev)
+        got = (spec1.network.in_channels, spec2.network.in_channels)
+        if got != (stage_channels(1), stage_channels(2)):
+            raise fail(folder.root, f"stage input channels must be {stage_channels(1)} and {stage_channels(2)}, "
+                                    f"got {got[0]} and {got[1]}")
+        name, opts = load_choice(folder)
         if postprocess is not None and postprocess != name:
             get_strategy(postprocess)
             name, opts = postprocess, {}  # the strategy's own defaults
-        return cls(plan, net1, net2, tuple(cfg1.patch_size), tuple(cfg2.patch_size), (name, opts), dev)
+        return cls(plan, net1, net2, spec1.patch_size, spec2.patch_size, (name, opts), dev)
 
 
 # ------------------------------------------------------------------------------------ predict
@@ -131,7 +126,6 @@ def predict_volume(volume: Volume, model: CascadeModel, overlap: float = 0.5, tt
     from ..preprocess.body import body_slices
     from ..preprocess.case import paste_label_back, preprocess_case
     from ..preprocess.roi import foreground_center
-    from ..train.prior import prior_channels
 
     overlap = check_overlap(overlap)
     plan = model.plan

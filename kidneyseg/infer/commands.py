@@ -1,4 +1,4 @@
-"""``kidneyseg predict`` (cascade inference to files) and ``kidneyseg choose-postprocess``."""
+"""``kidneyseg predict``: cascade inference, files in, files out."""
 
 from __future__ import annotations
 
@@ -29,17 +29,6 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run_predict)
 
-    c = subparsers.add_parser(
-        "choose-postprocess", help="compare post-processing strategies on validation cases; store the best",
-        description="Scores every strategy (mean of KiTS19 kidney and tumor Dice) on raw predictions "
-                    "(made with `predict --postprocess none`) and writes MODEL_DIR/postprocess.json.")
-    c.add_argument("--pred", required=True, help="folder of raw predicted label maps")
-    c.add_argument("--gt", required=True, help="folder of reference label maps")
-    c.add_argument("--model", required=True, help="model folder to write postprocess.json into")
-    c.add_argument("--min-component-ml", type=float, default=10.0,
-                   help="anatomy strategy: smallest second kidney kept, ml (default 10)")
-    c.set_defaults(func=run_choose)
-
 
 def run_predict(args: argparse.Namespace) -> int:
     from ..errors import KidneysegError
@@ -54,14 +43,4 @@ def run_predict(args: argparse.Namespace) -> int:
         if isinstance(exc, KidneysegError):
             raise
         raise KidneysegError(str(exc)) from None
-    return 0
-
-
-def run_choose(args: argparse.Namespace) -> int:
-    from .postprocess import choose_for_model
-
-    best, scores = choose_for_model(args.pred, args.gt, args.model, min_component_ml=args.min_component_ml)
-    for name, s in scores.items():
-        print(f"{name:>18}: kidney {s['kidney_dice']:.4f}  tumor {s['tumor_dice']:.4f}  mean {s['mean_dice']:.4f}")
-    print(f"chosen: {best} -> {args.model}/postprocess.json")
     return 0

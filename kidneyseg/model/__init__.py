@@ -1,4 +1,4 @@
-"""kidneyseg.model: building blocks and the configurable 3D U-Net."""
+"""kidneyseg.model: building blocks, the configurable 3D U-Net, the model folder and its checkpoint format."""
 
 from .blocks import ConvNormAct, Ops, ResidualBlock, StackedBlocks
 from .unet import NetworkConfig, UNet, build_unet, count_parameters

@@ -108,6 +108,26 @@ WINDOWS = {
 }
 
 
+def window_limits(preset: str | tuple[float, float]) -> tuple[float, float]:
+    """``(low, high)`` HU of a :data:`WINDOWS` preset name or a ``(width, level)`` pair.
+
+    >>> window_limits("abdomen")
+    (-160.0, 240.0)
+
+    Raises:
+        ValueError: unknown preset name or non-positive width.
+    """
+    if isinstance(preset, str):
+        if preset not in WINDOWS:
+            raise ValueError(f"window preset must be one of {sorted(WINDOWS)}, got {preset!r}")
+        width, level = WINDOWS[preset]
+    else:
+        width, level = (float(v) for v in preset)
+    if width <= 0:
+        raise ValueError(f"window width must be > 0 HU, got {width!r}")
+    return level - width / 2.0, level + width / 2.0
+
+
 def window(image: np.ndarray, width: float, level: float) -> np.ndarray:
     """Map HU to [0, 1] for display with a window of ``width`` centred on ``level``."""
     lo = level - width / 2
@@ -115,4 +135,4 @@ def window(image: np.ndarray, width: float, level: float) -> np.ndarray:
 
 
 __all__ = ["IntensityStats", "WINDOWS", "denormalize", "fit_intensity", "foreground_samples", "normalize",
-           "normalize_with_plan", "window"]
+           "normalize_with_plan", "window", "window_limits"]

@@ -1,109 +1,18 @@
-"""Safe checkpoints: tensors and plain values only, loaded with ``torch.load(weights_only=True)``.
+"""Training-side checkpoint content: the RNG states saved with every checkpoint for exact resume.
 
-A checkpoint is a dict of tensors, numbers, strings and lists (no pickled objects): the model,
-optimizer, scheduler and scaler state dicts, the RNG states (python, numpy, torch, CUDA) as
-tensors/lists, the epoch, the metrics history, and the training config as a JSON string. A
-``<name>.sha256`` file beside it (``sha256sum`` format) is verified before every load.
-
-Saving is atomic and kill-safe: the new file is written beside the target, its hash is added to
-the ``.sha256`` file (which then lists old and new hashes), the file is renamed into place, and
-the ``.sha256`` file is rewritten with the new hash only. A kill at any moment leaves a complete
-checkpoint whose hash is listed.
-
->>> model, cfg = load_model("runs/demo/model/stage1")  # doctest: +SKIP
+The file format itself (atomic writes, sha256, ``weights_only`` loading) is
+:mod:`kidneyseg.model.checkpoint`; the folder layout is :mod:`kidneyseg.model.folder`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import pickle
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import atomic_path, fail, write_text_atomic
-
-__all__ = ["FORMAT", "sha256_file", "save_checkpoint", "load_checkpoint", "verify_checkpoint", "get_rng_state",
-           "set_rng_state", "load_state_checked", "load_model", "CHECKPOINT_LAST", "CHECKPOINT_BEST", "CONFIG_NAME"]
-
-FORMAT = "kidneyseg-checkpoint-1"
-CHECKPOINT_LAST = "checkpoint_last.pt"
-CHECKPOINT_BEST = "checkpoint_best.pt"
-CONFIG_NAME = "config.json"
-
-
-def sha256_file(path: os.PathLike | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _sha_path(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
-def _listed_hashes(path: Path) -> set[str]:
-    sp = _sha_path(path)
-    if not sp.is_file():
-        return set()
-    return {line.split()[0] for line in sp.read_text(encoding="utf-8").splitlines() if line.strip()}
-
-
-def save_checkpoint(path: os.PathLike | str, payload: dict[str, Any]) -> str:
-    """Write ``payload`` to ``path`` atomically with its ``.sha256``; returns the hash."""
-    path = Path(path)
-    payload = {"format": FORMAT, **payload}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-        digest = sha256_file(tmp)
-        old = sorted(_listed_hashes(path) - {digest})
-        lines = [f"{digest}  {path.name}"] + [f"{h}  {path.name}" for h in old]
-        write_text_atomic(_sha_path(path), "\n".join(lines) + "\n")
-    write_text_atomic(_sha_path(path), f"{digest}  {path.name}\n")
-    return digest
-
-
-def verify_checkpoint(path: os.PathLike | str) -> str:
-    """Check ``path`` against its ``.sha256`` file; return the hash or raise :class:`KidneysegError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise fail(path, "checkpoint not found")
-    listed = _listed_hashes(path)
-    if not listed:
-        raise fail(path, f"no checksum file {_sha_path(path).name} beside the checkpoint; refusing to load it")
-    digest = sha256_file(path)
-    if digest not in listed:
-        raise fail(path, "sha256 does not match its .sha256 file (corrupt or modified checkpoint)")
-    return digest
-
-
-def load_checkpoint(path: os.PathLike | str, map_location: str | torch.device = "cpu",
-                    verify: bool = True) -> dict[str, Any]:
-    """Load a checkpoint with ``torch.load(weights_only=True)`` after verifying its sha256.
-
-    Raises:
-        KidneysegError: missing file, checksum mismatch, a file that needs arbitrary pickled objects
-            (refused, never executed), or not a kidneyseg checkpoint.
-    """
-    path = Path(path)
-    if verify:
-        verify_checkpoint(path)
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling refused"
-        raise fail(path, f"not a safe checkpoint: weights_only load refused it ({first})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise fail(path, f"cannot read checkpoint ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise fail(path, f"not a kidneyseg checkpoint (expected format {FORMAT!r})")
-    return data
+__all__ = ["get_rng_state", "set_rng_state"]
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -130,55 +39,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def load_state_checked(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: os.PathLike | str) -> None:
-    """``model.load_state_dict`` that refuses a different architecture with one clear line."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    wrong = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in own
-             if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            parts.append(f"{len(wrong)} shape mismatches (checkpoint vs network), e.g. {wrong[0]}")
-        if missing:
-            parts.append(f"{len(missing)} tensors missing, e.g. {missing[0]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensors, e.g. {unexpected[0]}")
-        raise fail(source, "architecture mismatch: " + "; ".join(parts))
-    model.load_state_dict(state_dict, strict=True)
-
-
-def load_model(stage_dir: os.PathLike | str, device: str | torch.device = "cpu", which: str = "best"):
-    """Load a trained stage for inference.
-
-    Args:
-        stage_dir: ``MODEL_DIR/stage1`` or ``MODEL_DIR/stage2`` (holds ``config.json`` and checkpoints).
-        device: where to put the network.
-        which: ``"best"`` (falls back to ``"last"`` when there is no best) or ``"last"``.
-
-    Returns:
-        ``(model, config)``: the :class:`~kidneyseg.model.unet.UNet` in eval mode (``forward``
-        returns ``[B, 3, z, y, x]`` logits) and its :class:`~kidneyseg.train.config.TrainConfig`.
-    """
-    from ..model.unet import build_unet
-    from .config import TrainConfig, load_config
-
-    stage_dir = Path(stage_dir)
-    if which not in ("best", "last"):
-        raise ValueError(f"which must be 'best' or 'last', got {which!r}")
-    path = stage_dir / (CHECKPOINT_BEST if which == "best" else CHECKPOINT_LAST)
-    if which == "best" and not path.is_file():
-        path = stage_dir / CHECKPOINT_LAST
-    data = load_checkpoint(path, map_location=device)
-    cfg = TrainConfig.from_json(data["config"], str(path))
-    if (stage_dir / CONFIG_NAME).is_file():
-        beside = load_config(stage_dir / CONFIG_NAME)
-        if beside.network != cfg.network:
-            raise fail(stage_dir / CONFIG_NAME, "network in config.json differs from the checkpoint's; "
-                                                "architecture mismatch")
-    model = build_unet(cfg.network)
-    load_state_checked(model, data["model"], path)
-    return model.to(device).eval(), cfg

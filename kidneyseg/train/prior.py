@@ -11,10 +11,8 @@ from the coarse grid (small shifts, blocky upsampling), kidney and tumor confuse
 inside a component) and, rarely, nothing found (an empty prior). The network thus learns to use
 the prior without trusting it blindly. See ``docs/augment.md`` for the trade-off.
 
->>> import numpy as np
->>> label = np.zeros((8, 8, 8), np.uint8); label[2:6, 2:6, 2:6] = 1
->>> prior_channels(label).shape
-(2, 8, 8, 8)
+The prior's channel layout (one-hot kidney, tumor) is the model-input contract of
+:func:`kidneyseg.model.inputs.prior_channels`, which training and inference share.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 #: 6-connected structuring element (one voxel step along each axis).
@@ -144,39 +141,3 @@ def perturb_prior(label: np.ndarray, rng: np.random.Generator, cfg: PriorPerturb
         index = np.clip((np.arange(label.shape[axis]) - int(shift[axis])) // f, 0, out.shape[axis] - 1)
         out = out.take(index, axis=axis)
     return np.ascontiguousarray(out)
-
-
-def prior_channels(labels: np.ndarray | torch.Tensor, dtype=None) -> np.ndarray | torch.Tensor:
-    """One-hot foreground channels (kidney, tumor) of a stage-1 label map, for stage 2's input.
-
-    Used in training (on the perturbed ground truth) and at inference (on the real stage-1
-    labels), so both build the channels the same way.
-
-    Args:
-        labels: (z, y, x) or [B, 1, z, y, x] integer labels in {0, 1, 2}; numpy or torch.
-        dtype: output dtype (default float32).
-
-    Returns:
-        float ``(2, z, y, x)`` or ``[B, 2, z, y, x]``, same library (and device) as the input:
-        channel 0 is ``labels == 1`` (kidney), channel 1 is ``labels == 2`` (tumor).
-
-    >>> prior_channels(np.array([[[0, 1, 2]]], np.uint8))[:, 0, 0]
-    array([[0., 1., 0.],
-           [0., 0., 1.]], dtype=float32)
-    """
-    if labels.ndim == 5:
-        if labels.shape[1] != 1:
-            raise ValueError(f"labels must be [B, 1, z, y, x], got shape {tuple(labels.shape)}")
-        squeeze_axis = 1
-    elif labels.ndim == 3:
-        squeeze_axis = None
-    else:
-        raise ValueError(f"labels must be (z, y, x) or [B, 1, z, y, x], got shape {tuple(labels.shape)}")
-    if isinstance(labels, torch.Tensor):
-        base = labels if squeeze_axis is None else labels[:, 0]
-        out = torch.stack([base == 1, base == 2], dim=0 if squeeze_axis is None else 1)
-        return out.to(dtype or torch.float32)
-    labels = np.asarray(labels)
-    base = labels if squeeze_axis is None else labels[:, 0]
-    out = np.stack([base == 1, base == 2], axis=0 if squeeze_axis is None else 1)
-    return out.astype(dtype or np.float32)

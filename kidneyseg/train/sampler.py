@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..model.inputs import PRIOR_LABELS, stage_channels
 from .augment import AugmentConfig, augment_batch
 from .prior import PriorPerturbation, perturb_prior
 
@@ -160,7 +161,7 @@ class PatchSampler:
         self.rank, self.world_size = int(rank), int(world_size)
         self.pin_memory = bool(pin_memory) and torch.cuda.is_available()
         self.label_dtype = label_dtype
-        self.channels = 1 + (2 if prior == "perturbed-gt" else 0)
+        self.channels = stage_channels(2 if prior == "perturbed-gt" else 1)
         self._pad_values: dict[int, float] = {}
         self._lock = threading.Lock()
         self.locations = self._locate(progress)
@@ -258,7 +259,8 @@ class PatchSampler:
             labels[j, 0] = extract_patch(case.label, start, size, 0)
             if self.prior == "perturbed-gt":
                 prior = perturb_prior(labels[j, 0], rng, self.perturbation)
-                images[j, 1], images[j, 2] = prior == 1, prior == 2  # = prior_channels(prior), no temporaries
+                for k, value in enumerate(PRIOR_LABELS):  # = model.inputs.prior_channels(prior), in place
+                    images[j, 1 + k] = prior == value
         image, label = torch.from_numpy(images), torch.from_numpy(labels)
         if self.augment is not None:
             g = torch.Generator().manual_seed(int(rng.integers(2**62)))

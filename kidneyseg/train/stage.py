@@ -24,19 +24,16 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..errors import ensure_output_dir, fail
+from ..model.folder import ModelFolder
 from .config import TrainConfig
 from .distributed import cleanup_distributed, init_distributed
 from .trainer import Trainer
 
-__all__ = ["train_stage", "stage_dir"]
+__all__ = ["train_stage"]
 
 
-def stage_dir(model_dir: os.PathLike | str, stage: int) -> Path:
-    return Path(model_dir) / f"stage{stage}"
-
-
-def _copy_plan(cache_dir: Path, model_dir: Path) -> None:
-    src, dst = cache_dir / "plan.json", model_dir / "plan.json"
+def _copy_plan(cache_dir: Path, folder: ModelFolder) -> None:
+    src, dst = cache_dir / "plan.json", folder.plan_path
     if not src.is_file():
         raise fail(src, "the cache has no plan.json (not a `kidneyseg preprocess` folder?); a model folder "
                         "needs the plan its cache was built with")
@@ -118,10 +115,11 @@ def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os
         def augment(x, y, g):
             return augment_batch(x, y, acfg, g, out_shape=patch, image_channels=1)
 
+    folder = ModelFolder(model_dir)
     if info.is_main:
         ensure_output_dir(model_dir)
-        _copy_plan(cache_dir, model_dir)
-    trainer = Trainer(config, stage_dir(model_dir, stage), train_batches, val_batches, device=dev, augment=augment,
+        _copy_plan(cache_dir, folder)
+    trainer = Trainer(config, folder.stage(stage).root, train_batches, val_batches, device=dev, augment=augment,
                       full_validation=full_validation, hooks=hooks, dist=info)
     try:
         return trainer.fit(resume=resume, extend_epochs=extend_epochs, stop_after=stop_after)

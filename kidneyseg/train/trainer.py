@@ -34,15 +34,14 @@ import torch
 
 from ..errors import ensure_output_dir, fail, write_text_atomic
 from ..model.unet import UNet, build_unet
-from .checkpoint import (CHECKPOINT_BEST, CHECKPOINT_LAST, CONFIG_NAME, get_rng_state, load_checkpoint,
-                         load_state_checked, save_checkpoint, set_rng_state)
+from ..model.checkpoint import load_checkpoint, load_state_checked, save_checkpoint
+from ..model.folder import StageFolder
+from .checkpoint import get_rng_state, set_rng_state
 from .config import TrainConfig, save_config
 from .distributed import DistInfo, all_reduce_sum, barrier
 from .losses import DeepSupervisionLoss, SegmentationLoss, dice_from_counts, region_counts
 
-__all__ = ["Trainer", "Hook", "BatchSource", "epoch_seed", "resolve_precision", "METRICS_NAME"]
-
-METRICS_NAME = "metrics.csv"
+__all__ = ["Trainer", "Hook", "BatchSource", "epoch_seed", "resolve_precision"]
 #: ``(epoch, seed) -> iterable of (image [B, C, z, y, x] float32, label [B, 1, z, y, x] int64)``.
 BatchSource = Callable[[int, int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 #: ``(image, label, generator) -> (image, label)`` on the training device.
@@ -148,6 +147,7 @@ class Trainer:
                  hooks: Sequence[Any] = (), dist: DistInfo | None = None):
         self.config = config
         self.out_dir = Path(out_dir)
+        self.folder = StageFolder(self.out_dir, config.stage)  # the layout of the stage folder
         self.train_batches, self.val_batches = train_batches, val_batches
         self.device = torch.device(device)
         self.augment, self.full_validation = augment, full_validation
@@ -219,16 +219,16 @@ class Trainer:
         if not self.dist.is_main:
             return
         ensure_output_dir(self.out_dir)
-        save_config(self.config, self.out_dir / CONFIG_NAME)
+        save_config(self.config, self.folder.config)
         state = self.state()
-        save_checkpoint(self.out_dir / CHECKPOINT_LAST, state)
+        save_checkpoint(self.folder.checkpoint_last, state)
         if best:
-            save_checkpoint(self.out_dir / CHECKPOINT_BEST, state)
+            save_checkpoint(self.folder.checkpoint_best, state)
 
     def resume(self, extend_epochs: int | None = None) -> None:
         """Load ``checkpoint_last.pt`` of ``out_dir``; ``extend_epochs`` adds epochs to the schedule
         without a learning-rate jump (plateau keeps its state; poly decays from the current lr)."""
-        path = self.out_dir / CHECKPOINT_LAST
+        path = self.folder.checkpoint_last
         data = load_checkpoint(path, map_location=self.device)
         saved = TrainConfig.from_json(data["config"], str(path))
         if saved.network != self.config.network:
@@ -392,7 +392,7 @@ class Trainer:
         w.writeheader()
         for row in self.history:
             w.writerow(row)
-        write_text_atomic(self.out_dir / METRICS_NAME, buf.getvalue())
+        write_text_atomic(self.folder.metrics, buf.getvalue())
 
 
 def _plain(value: Any) -> Any:

@@ -1,4 +1,5 @@
-"""Colours and CT window presets shared by the 3D view, the slice overlays and the browser test.
+"""Colours shared by the 3D view, the slice overlays and the browser test; the CT window presets
+are :data:`kidneyseg.preprocess.intensity.WINDOWS` (one definition for the package).
 
 The four label colours have clearly different hues (blue, violet, green, orange) so that a
 reader - and the browser test, which counts pixels by hue - can tell ground truth from
@@ -11,6 +12,8 @@ prediction and kidney from tumor in a shaded 3D view. CT context is drawn in gre
 """
 
 from __future__ import annotations
+
+from ..preprocess.intensity import WINDOWS, window_limits  # noqa: F401  (re-exported for the viewer)
 
 #: 3D surface colours (hex) per (source, structure).
 MESH_COLOURS = {
@@ -28,29 +31,8 @@ FN_COLOUR = (1.0, 0.9, 0.0)        # reference foreground the prediction missed
 SWAP_COLOUR = (1.0, 0.0, 1.0)      # kidney <-> tumor confusion inside the foreground
 BONE_COLOUR = "#c8c8c8"
 
-#: CT display windows as (width, level) in HU.
-WINDOW_PRESETS: dict[str, tuple[float, float]] = {
-    "abdomen": (400.0, 40.0),
-    "kidney": (500.0, 100.0),
-    "bone": (1800.0, 400.0),
-}
-
-
-def window_limits(preset: str | tuple[float, float]) -> tuple[float, float]:
-    """``(low, high)`` HU of a window preset name or a ``(width, level)`` pair.
-
-    Raises:
-        ValueError: unknown preset name or non-positive width.
-    """
-    if isinstance(preset, str):
-        if preset not in WINDOW_PRESETS:
-            raise ValueError(f"window preset must be one of {sorted(WINDOW_PRESETS)}, got {preset!r}")
-        width, level = WINDOW_PRESETS[preset]
-    else:
-        width, level = (float(v) for v in preset)
-    if width <= 0:
-        raise ValueError(f"window width must be > 0 HU, got {width!r}")
-    return level - width / 2.0, level + width / 2.0
+#: CT display windows as (width, level) in HU: the package's one definition.
+WINDOW_PRESETS = WINDOWS
 
 
 def hex_to_rgb(colour: str) -> tuple[int, int, int]:

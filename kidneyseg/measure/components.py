@@ -1,0 +1,64 @@
+"""Connected components of label maps: labelling, sizes, keeping the largest, bounding boxes.
+
+Full (26-) connectivity everywhere, as the thesis's post-processing and KiTS practice. Work is
+restricted to a mask's bounding box where it matters, so memory scales with the kidneys, not the
+CT (a 1059 x 512 x 512 volume is never labelled whole).
+
+>>> import numpy as np
+>>> m = np.zeros((5, 5, 9), bool); m[1:4, 1:4, 0:3] = True; m[2, 2, 7] = True
+>>> components(m)[1]
+2
+>>> int(keep_largest(m).sum())
+27
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["FULL_CONNECTIVITY", "bounding_box", "component_sizes", "components", "keep_largest"]
+
+#: 26-connectivity in 3-D.
+FULL_CONNECTIVITY = np.ones((3, 3, 3), bool)
+
+
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
+    """Slices of the non-zero voxels' bounding box (grown by ``margin``, clipped); ``None`` if empty.
+
+    One pass of axis projections (no voxel index list), so it is cheap on a large volume.
+    """
+    mask = np.asarray(mask)
+    first = np.flatnonzero(mask.any(axis=tuple(range(1, mask.ndim))))
+    if first.size == 0:
+        return None
+    slab = mask[first[0]: first[-1] + 1]
+    spans = [first]
+    for ax in range(1, mask.ndim):
+        spans.append(np.flatnonzero(slab.any(axis=tuple(a for a in range(mask.ndim) if a != ax))))
+    return tuple(slice(max(int(v[0]) - margin, 0), min(int(v[-1]) + 1 + margin, n))
+                 for v, n in zip(spans, mask.shape))
+
+
+def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(labels int32, n)``: the 26-connected components of a boolean mask, numbered 1..n."""
+    return ndimage.label(np.asarray(mask, bool), structure=FULL_CONNECTIVITY)
+
+
+def component_sizes(comp: np.ndarray, n: int) -> np.ndarray:
+    """Voxels per component: int64 ``(n + 1,)`` with index 0 (background) set to 0."""
+    sizes = np.bincount(comp.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    return sizes
+
+
+def keep_largest(mask: np.ndarray) -> np.ndarray:
+    """The largest 26-connected component of a boolean mask (a new array; all False when empty)."""
+    mask = np.asarray(mask, bool)
+    out = np.zeros(mask.shape, bool)
+    box = bounding_box(mask)
+    if box is None:
+        return out
+    comp, n = components(mask[box])
+    out[box] = comp == int(component_sizes(comp, n).argmax())
+    return out
