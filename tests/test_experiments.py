@@ -1,0 +1,131 @@
+"""kidneyseg.experiments: inference preprocesses like training (cascade and baseline), the ablation's
+configs and table, the post-processing choice wrapper, the untrained control."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from kidneyseg import experiments as ex
+from kidneyseg.errors import KidneysegError
+from kidneyseg.preprocess.cache import load_case, preprocess_dataset
+from kidneyseg.preprocess.plan import Plan
+
+from ._preprocess_data import write_dataset
+from .infer_helpers import make_model_dir
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*box reaches outside:UserWarning")
+
+# stage 1 at the cases' own spacing of case_00000 (3.0, 0.8, 0.8): the stage-1 round trip is exact
+PLAN = dict(clip_low_hu=-100.0, clip_high_hu=300.0, mean_hu=100.0, std_hu=50.0, target_spacing=(1.5, 0.8, 0.8),
+            stage1_spacing=(3.0, 0.8, 0.8), box_size_mm=(24.0, 10.0, 18.0))
+
+
+@pytest.fixture
+def data(tmp_path):
+    manifest = write_dataset(tmp_path / "data", n=2)  # case_00000 train, case_00001 val
+    return manifest
+
+
+def _spy(monkeypatch, module, answers=None):
+    """Record every input the module hands to the sliding window; answer with ``answers[i]`` labels."""
+    from kidneyseg.infer.sliding_window import SlidingWindowResult
+
+    seen = []
+
+    def spy(image, network, patch_size, **kw):
+        x = np.asarray(image)
+        seen.append(x.copy())
+        lab = answers[len(seen) - 1] if answers else np.zeros(x.shape[1:], np.uint8)
+        return SlidingWindowResult(np.asarray(lab, np.uint8), None, 1, "cpu")
+
+    monkeypatch.setattr(module, "sliding_window_predict", spy)
+    return seen
+
+
+def test_cascade_inference_preprocesses_exactly_like_its_training_cache(data, tmp_path, monkeypatch):
+    """Stage 1 (whole volume) and stage 2 (the box around a perfect stage-1 answer) get the very arrays
+    the training cache holds: one transform, train and predict alike."""
+    from kidneyseg.infer import cascade
+    from kidneyseg.io import load_volume
+
+    plan = Plan(**PLAN)
+    preprocess_dataset(data, plan, tmp_path / "cache", progress=False)
+    c1, c2 = (load_case(tmp_path / "cache", "case_00000", st, mmap=False) for st in (1, 2))
+    model = make_model_dir(tmp_path / "model", plan=PLAN)
+    inside = c2.properties.inside_slices()  # the box reaches past the volume: stage 2 runs inside it
+    seen = _spy(monkeypatch, cascade, answers=[c1.label, c2.label[inside]])
+    # the tiny cases' kidneys are below the anatomy rule's 10 ml: keep the stage-1 answer as it is, so
+    # the ROI centre is the ground truth's, as in training
+    monkeypatch.setattr(cascade, "postprocess", lambda labels, spacing, name="anatomy", **kw: labels)
+    m = cascade.CascadeModel.load(model)
+    vol = load_volume(data.parent / "case_00000" / "imaging.nii.gz", "image")
+    cascade.predict_volume(vol, m, progress=False, body_crop=False)
+    assert np.array_equal(seen[0][0], c1.image)                       # stage 1: identical bytes
+    assert np.array_equal(seen[1][0], c2.image[inside])               # stage 2 image channel: identical
+    prior = np.stack([c2.label == 1, c2.label == 2]).astype(np.float32)[(slice(None), *inside)]
+    assert np.array_equal(seen[1][1:], prior)
+
+
+def test_baseline_inference_preprocesses_exactly_like_its_training_cache(data, tmp_path, monkeypatch):
+    """The single-stage baseline: its cache (stage 1 at the fine spacing) and its inference input match;
+    before the fix inference normalised before resampling and did not."""
+    from kidneyseg.infer import sliding_window
+
+    plan_path = Plan(**PLAN).save(tmp_path / "plan.json")
+    single = Plan.load(ex.single_stage_plan(plan_path, tmp_path / "single.json"))
+    assert single.stage1_spacing == single.target_spacing
+    preprocess_dataset(data, single, tmp_path / "cache", stages=(1,), progress=False)
+    cached = load_case(tmp_path / "cache", "case_00001", 1, mmap=False)
+    model = make_model_dir(tmp_path / "model", plan=single.to_dict())
+    seen = _spy(monkeypatch, sliding_window)
+    df = ex.validate_single_stage(model, data, "val", device="cpu")
+    assert list(df.case_id) == ["case_00001"]
+    assert np.array_equal(seen[0][0], cached.image)
+
+
+def test_variant_configs_change_only_the_flags_and_seed():
+    from kidneyseg.train.config import preset
+
+    base = preset("demo", 2, {"epochs": 1})
+    for name, flags in ex.VARIANTS.items():
+        cfg = ex._stage2_variant_config(base, name, seed=7)
+        assert cfg.seed == 7 and cfg.stage == 2 and cfg.epochs == 1
+        assert (cfg.network.residual, cfg.network.deep_supervision) == (flags["residual"], flags["deep_supervision"])
+        assert cfg.network.base_features == base.network.base_features
+
+
+def test_ablation_table_mean_and_spread_over_seeds():
+    rows = []
+    for seed, (k, t) in enumerate([(0.9, 0.5), (0.7, 0.3)]):
+        rows += [{"variant": "PM", "seed": seed, "case_id": "a", "kidney_dice": k, "tumor_dice": t},
+                 {"variant": "PM", "seed": seed, "case_id": "b", "kidney_dice": k, "tumor_dice": np.nan}]
+    table = ex.ablation_table(pd.DataFrame(rows))
+    row = table.iloc[0]
+    assert row["seeds"] == 2
+    assert row["kidney_dice_mean"] == pytest.approx(80.0) and row["kidney_dice_sd"] == pytest.approx(14.142, abs=1e-3)
+    assert row["tumor_dice_mean"] == pytest.approx(40.0)           # NaN of the tumor-free case ignored
+    assert row["mean_dice_mean"] == pytest.approx(60.0)            # (0.9 + 0.5)/2 and (0.7 + 0.3)/2
+    assert row["Kidney Dice"] == "80.00 ± 14.14"
+
+
+def test_choose_postprocessing_needs_raw_predictions(data, tmp_path):
+    with pytest.raises(KidneysegError, match="raw prediction missing"):
+        ex.choose_postprocessing(tmp_path / "model", tmp_path / "nothing", data, "val")
+
+
+def test_untrained_copy_keeps_the_layout_and_resets_the_weights(tmp_path):
+    from kidneyseg.model.checkpoint import load_checkpoint
+    from kidneyseg.model.folder import ModelFolder
+
+    src = make_model_dir(tmp_path / "model", plan=PLAN)
+    out = ModelFolder(ex.untrained_copy(src, tmp_path / "control", seed=3))
+    assert out.plan_path.read_text() == ModelFolder(src).plan_path.read_text()
+    a = load_checkpoint(ModelFolder(src).stage(2).checkpoint())["model"]
+    b = load_checkpoint(out.stage(2).checkpoint_best)["model"]
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
+    assert json.loads(out.stage(2).config.read_text())["stage"] == 2
