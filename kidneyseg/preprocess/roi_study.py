@@ -169,4 +169,40 @@ def summarize_strategies(df) -> "pandas.DataFrame":  # noqa: F821
                  max_fg_cut=("fg_cut_fraction", "max"))
 
 
-__all__ = ["LabelGeometry", "compare_strategies", "label_geometry", "scan_labels", "summarize_strategies"]
+def study(labels_dir: str | os.PathLike | None, manifest: str | os.PathLike | None = None,
+          split_manifest: str | os.PathLike | None = None, margin_mm: float = 0.0, workers: int = 1,
+          progress: bool = False):
+    """The ROI comparison of notebook 02 on a folder of label maps or on a manifest's labels.
+
+    Args:
+        labels_dir: a KiTS-layout folder of ``case_*/segmentation.nii.gz`` (e.g. ``../shared/kits19``),
+            or ``None`` to use ``manifest``'s label files.
+        manifest: the manifest whose labels (and split) are used when ``labels_dir`` is ``None``.
+        split_manifest: with ``labels_dir``, a manifest giving the train/val split and exclusions
+            (e.g. ``data_manifest.csv``); ``None``: every case is training.
+        margin_mm, workers, progress: see :func:`compare_strategies`, :func:`scan_labels`.
+
+    Returns:
+        ``(per-case table, summary table, number of cases the boxes were fitted on)``.
+    """
+    from ..data import manifest as mf
+
+    if labels_dir:
+        paths = [(p.parent.name, str(p)) for p in sorted(Path(labels_dir).glob("case_*/segmentation.nii.gz"))]
+        split_df = mf.read_manifest(split_manifest) if split_manifest else None
+    else:
+        if manifest is None:
+            raise ValueError("give labels_dir or manifest")
+        split_df = mf.read_manifest(manifest)
+        paths = [(r.case_id, str(mf.case_paths(r, manifest)[1])) for _, r in split_df.iterrows() if r.has_label]
+    geoms = scan_labels(paths, workers=workers, progress=progress)
+    train_ids = None
+    if split_df is not None:
+        train_ids = set(mf.select_cases(split_df, "train").case_id)
+        excluded = set(split_df.loc[split_df.excluded.astype(bool), "case_id"])
+        geoms = [g for g in geoms if g.case_id not in excluded]
+    table = compare_strategies(geoms, train_ids=train_ids, margin_mm=margin_mm)
+    return table, summarize_strategies(table), len(train_ids) if train_ids else len(geoms)
+
+
+__all__ = ["LabelGeometry", "compare_strategies", "label_geometry", "scan_labels", "study", "summarize_strategies"]
