@@ -22,9 +22,7 @@ import csv
 import io
 import math
 import os
-import queue
 import random
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
@@ -39,6 +37,7 @@ from ..model.folder import StageFolder
 from .checkpoint import get_rng_state, set_rng_state
 from .config import TrainConfig, save_config
 from .distributed import DistInfo, all_reduce_sum, barrier
+from .prefetch import Prefetcher
 from .losses import DeepSupervisionLoss, SegmentationLoss, dice_from_counts, region_counts
 
 __all__ = ["Trainer", "Hook", "BatchSource", "epoch_seed", "resolve_precision"]
@@ -79,49 +78,6 @@ def _seed_everything(s: int) -> None:
     random.seed(s)
     np.random.seed(s)
     torch.manual_seed(s)
-
-
-class _Prefetcher:
-    """Draw ``n`` batches from ``source`` in a background thread, ``depth`` ahead (0: inline)."""
-
-    def __init__(self, source: Iterable, n: int, depth: int):
-        self.n, self.depth = n, depth
-        self.it = iter(source)
-        if depth > 0:
-            self.q: queue.Queue = queue.Queue(maxsize=depth)
-            self.thread = threading.Thread(target=self._work, daemon=True)
-            self.thread.start()
-
-    def _work(self) -> None:
-        try:
-            for _ in range(self.n):
-                self.q.put(("ok", next(self.it)))
-        except BaseException as exc:  # forwarded to the training thread
-            self.q.put(("err", exc))
-        finally:
-            self._close()
-
-    def _close(self) -> None:
-        close = getattr(self.it, "close", None)  # end a generator (and its worker pool) early
-        if close is not None:
-            close()
-
-    def __iter__(self) -> Iterator:
-        for _ in range(self.n):
-            if self.depth == 0:
-                try:
-                    yield next(self.it)
-                except StopIteration:
-                    raise fail(None, f"batch source ended early (needed {self.n} batches)") from None
-            else:
-                kind, item = self.q.get()
-                if kind == "err":
-                    if isinstance(item, StopIteration):
-                        raise fail(None, f"batch source ended early (needed {self.n} batches)")
-                    raise item
-                yield item
-        if self.depth == 0:
-            self._close()
 
 
 class Trainer:
@@ -275,7 +231,7 @@ class Trainer:
         source = self.train_batches(epoch, epoch_seed(cfg.seed, epoch, self.dist.rank, 1))
         total, n = 0.0, 0
         bar = _bar(cfg.progress and self.dist.is_main, cfg.iterations_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
-        for x, y in _Prefetcher(source, cfg.iterations_per_epoch, cfg.prefetch):
+        for x, y in Prefetcher(source, cfg.iterations_per_epoch, cfg.prefetch):
             x, y = self._to_device(x, y)
             if self.augment is not None:
                 x, y = self.augment(x, y, gen)
@@ -310,7 +266,7 @@ class Trainer:
         source = self.val_batches(epoch, epoch_seed(cfg.seed, 0, self.dist.rank, 3))
         counts = torch.zeros(2, 3, dtype=torch.float64)
         loss_sum = torch.zeros(2, dtype=torch.float64)
-        for x, y in _Prefetcher(source, cfg.val_iterations, 0):
+        for x, y in Prefetcher(source, cfg.val_iterations, 0):
             x, y = self._to_device(x, y)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last_3d)
