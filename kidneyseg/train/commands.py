@@ -1,7 +1,13 @@
 """``kidneyseg train``: train one cascade stage from a preprocessed cache.
 
     kidneyseg train --config CONFIG --stage 1|2 --cache CACHE --out MODEL_DIR [--resume]
-                    [--extend-epochs N] [--device cpu|cuda] [--no-progress]
+                    [--extend-epochs N] [--device auto|cpu|cuda] [--no-progress]
+    kidneyseg train --config CONFIG --stage 1|2 --dry-run [--device ...] [--memory-budget GIB]
+
+Every run first prints the memory plan of one training step (weights, activations per stage, the
+batch) and refuses, in one line naming the setting to change, a step that cannot fit the GPU's
+memory or the CPU RAM budget (``--memory-budget``, ``$KIDNEYSEG_RAM_BUDGET_GIB``, else the RAM free
+now). ``--dry-run`` prints the plan, checks it and exits (no cache needed).
     kidneyseg train --write-default-config PATH [--preset thesis|demo] [--stage 1|2]
     torchrun --nproc_per_node N -m kidneyseg train ...      (DistributedDataParallel)
 """
@@ -23,7 +29,11 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/stage<N>/checkpoint_last.pt")
     p.add_argument("--extend-epochs", type=int, metavar="N", help="resume and train N epochs more, no lr jump")
     p.add_argument("--stop-after", type=int, metavar="N", help="stop after N epochs in this call (resume later)")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="training device (default cpu)")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"),
+                   help="training device (default cpu; auto: cuda when a GPU is visible)")
+    p.add_argument("--dry-run", action="store_true", help="print the memory plan of one step, check it, exit")
+    p.add_argument("--memory-budget", type=float, metavar="GIB",
+                   help="memory one step may use, GiB (default: the GPU's memory, or the RAM free now)")
     p.add_argument("--workers", type=int, default=1, help="patch sampler threads (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--write-default-config", metavar="PATH", help="write a config JSON and exit")
@@ -42,18 +52,29 @@ def run(args) -> int:
         save_config(cfg, args.write_default_config)
         print(f"wrote {args.write_default_config}")
         return 0
-    missing = [f"--{n}" for n in ("cache", "out") if not getattr(args, n)]
-    if missing:
-        raise fail(None, f"missing {' and '.join(missing)} (or use --write-default-config PATH)")
+    if args.memory_budget is not None and not args.memory_budget > 0:
+        raise fail(None, f"--memory-budget must be a positive number of GiB, got {args.memory_budget}")
+    budget = None if args.memory_budget is None else int(args.memory_budget * 2 ** 30)
     cfg = load_config(args.config) if args.config else preset("thesis", args.stage or 1)
     if args.stage and args.stage != cfg.stage:
         cfg = type(cfg).from_dict({**cfg.to_dict(), "stage": args.stage})
+    if args.dry_run:
+        from ..runtime import resolve_device
+        from .stage import memory_check
+
+        memory_check(cfg, resolve_device(args.device).type, budget_bytes=budget)
+        print("dry run: the step fits; nothing trained")
+        return 0
+    missing = [f"--{n}" for n in ("cache", "out") if not getattr(args, n)]
+    if missing:
+        raise fail(None, f"missing {' and '.join(missing)} (or use --write-default-config PATH or --dry-run)")
     if args.no_progress:
         cfg.progress = False
     if args.extend_epochs is not None and args.extend_epochs < 1:
         raise fail(None, f"--extend-epochs must be >= 1, got {args.extend_epochs}")
     history = train_stage(cfg, args.cache, args.out, resume=args.resume, extend_epochs=args.extend_epochs,
-                          device=args.device, stop_after=args.stop_after, num_workers=args.workers)
+                          device=args.device, stop_after=args.stop_after, num_workers=args.workers,
+                          memory_budget_bytes=budget)
     if history:
         last = history[-1]
         print("epoch {epoch}: train_loss {train_loss:.4f} val_dice_kidney {k} val_dice_tumor {t}".format(
