@@ -113,13 +113,33 @@ def _orientation_to_canonical(affine: np.ndarray) -> np.ndarray:
     return nio.ornt_transform(nio.io_orientation(affine), nio.axcodes2ornt(CANONICAL_AXCODES))
 
 
+def c_order(array: np.ndarray, tile: int = 64) -> np.ndarray:
+    """``array`` as a C-contiguous copy (itself when it already is one), copied in ``tile``-sized cubes.
+
+    NIfTI stores the first axis fastest, so nibabel hands out Fortran-ordered arrays: turning a
+    1059 x 512 x 512 CT into the canonical C order is a full transpose. ``np.ascontiguousarray``
+    walks it element by element across the whole volume (cache-hostile: 6.0 s of CPU for a
+    611 x 512 x 512 float32 CT); copying 64^3 cubes keeps both sides in cache (0.5 s, measured in
+    docs/full_scale.md). Same values, any strides (flips and permutations included).
+    """
+    if array.flags.c_contiguous or array.ndim != 3:
+        return np.ascontiguousarray(array)
+    out = np.empty(array.shape, array.dtype)
+    nz, ny, nx = array.shape
+    for z in range(0, nz, tile):
+        for y in range(0, ny, tile):
+            for x in range(0, nx, tile):
+                out[z:z + tile, y:y + tile, x:x + tile] = array[z:z + tile, y:y + tile, x:x + tile]
+    return out
+
+
 def to_canonical(array: np.ndarray, affine: np.ndarray, path: str = "<array>", header=None) -> Volume:
     """Permute/flip a file-layout array into the canonical layout; keep what undoes it."""
     ornt = _orientation_to_canonical(affine)
     canon = nio.apply_orientation(array, ornt)
     canon_affine = affine @ nio.inv_ornt_aff(ornt, array.shape)
     src = SourceGeometry(str(path), tuple(array.shape), np.asarray(affine, float).copy(), ornt, header)
-    return Volume(np.ascontiguousarray(canon), canon_affine, src)
+    return Volume(c_order(canon), canon_affine, src)
 
 
 def from_canonical(array: np.ndarray, source: SourceGeometry) -> np.ndarray:
@@ -239,6 +259,11 @@ def _check_label_values(path, array: np.ndarray) -> np.ndarray:
         if not np.array_equal(rounded, array):
             raise fail(path, "label map has non-integer (float) values; expected 0, 1, 2")
         array = rounded
+    if np.issubdtype(array.dtype, np.integer) and array.size:
+        # two O(n) passes instead of np.unique's sort (2.5 s of CPU on a 160 M-voxel label map)
+        lo, hi = int(array.min()), int(array.max())
+        if lo >= min(LABEL_VALUES) and hi <= max(LABEL_VALUES):
+            return array.astype(np.uint8, copy=False)
     present = np.unique(array)
     bad = [v for v in present.tolist() if v not in LABEL_VALUES]
     if bad:
@@ -389,7 +414,7 @@ def new_volume(array: np.ndarray, spacing: tuple[float, float, float]) -> Volume
 
 
 __all__ = [
-    "CANONICAL_AXCODES", "LABEL_VALUES", "HeaderInfo", "KidneysegError", "SourceGeometry", "Volume",
+    "CANONICAL_AXCODES", "LABEL_VALUES", "HeaderInfo", "KidneysegError", "SourceGeometry", "Volume", "c_order",
     "affine_from_spacing", "from_canonical", "load_dicom_series", "load_volume", "new_volume",
     "read_header", "save_like", "save_volume", "spacing_from_affine", "to_canonical",
 ]

@@ -165,7 +165,8 @@ def preprocess_case(image: np.ndarray, label: np.ndarray | None, spacing: Sequen
 
     Returns:
         ``(image float32, label uint8 | None, properties)``; padding outside the volume is the
-        plan's normalised ``clip_low_hu`` in the image and 0 in the label.
+        plan's normalised ``clip_low_hu`` in the image and 0 in the label. The image values are
+        rounded to ``plan.image_dtype`` (float16 by default: exactly what the cache stores).
 
     Raises:
         KidneysegError: stage 2 without a centre and with an empty (or missing) label.
@@ -207,6 +208,8 @@ def preprocess_case(image: np.ndarray, label: np.ndarray | None, spacing: Sequen
         out_img[outside] = (plan.clip_low_hu - plan.mean_hu) / plan.std_hu
         if out_lab is not None:
             out_lab[outside] = 0
+    if plan.image_dtype != "float32":  # the cache's precision, so training and inference see the same numbers
+        out_img[...] = out_img.astype(plan.image_dtype)
     props = CaseProperties(
         case_id=case_id, stage=stage, plan_hash=plan.hash(), original_shape=shape, original_spacing=spacing,
         maps=tuple(maps), separate_axis=sep, resampled_shape=tuple(out_img.shape),
