@@ -26,6 +26,8 @@ import pandas as pd
 import torch
 
 from .errors import ensure_output_dir, fail, write_text_atomic
+from .resources import record
+from .runtime import resolve_device
 
 #: Table 4.2's variants: name -> network flags of the stage-2 model.
 VARIANTS: dict[str, dict[str, bool]] = {
@@ -42,11 +44,18 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
-def split_cases(manifest: os.PathLike | str, split: str = "val") -> list[tuple[str, Path, Path]]:
-    """``(case_id, image_path, label_path)`` of the manifest's ``split`` cases that have both files."""
-    from .data.manifest import case_paths, read_manifest, select_cases
+def split_cases(manifest: os.PathLike | str, split: str = "val",
+                max_cases: int | None = None) -> list[tuple[str, Path, Path]]:
+    """``(case_id, image_path, label_path)`` of the manifest's ``split`` cases that have both files.
+
+    ``max_cases``: at most that many, spread over the case sizes with the largest always among them
+    (:func:`kidneyseg.data.manifest.spread_by_size`; ``None`` or 0: all).
+    """
+    from .data.manifest import case_paths, read_manifest, select_cases, spread_by_size
 
     df = select_cases(read_manifest(manifest), split)
+    df = df[df["has_image"].astype(bool) & df["has_label"].astype(bool)]
+    df = spread_by_size(df, max_cases)
     out = []
     for _, row in df.iterrows():
         img, lab = case_paths(row, manifest)
@@ -57,8 +66,16 @@ def split_cases(manifest: os.PathLike | str, split: str = "val") -> list[tuple[s
     return out
 
 
-def _evaluate_cases(cases, predict, pred_dir: Path | None, tolerance_mm: float) -> pd.DataFrame:
-    """Run ``predict(volume, case_id) -> (labels, timings)`` on each case and score it."""
+def _evaluate_cases(cases, predict, pred_dir: Path | None, tolerance_mm: float,
+                    step: str = "predict") -> pd.DataFrame:
+    """Run ``predict(volume, case_id) -> (labels, timings)`` on each case and score it (recorded as ``step``)."""
+    with record(step, pred_dir) as rec:
+        df = _evaluate_each(cases, predict, pred_dir, tolerance_mm)
+        rec.details.update(cases=len(df), seconds_per_case=dict(zip(df["case_id"], df["seconds_total"])))
+    return df
+
+
+def _evaluate_each(cases, predict, pred_dir: Path | None, tolerance_mm: float) -> pd.DataFrame:
     from .evaluate.metrics import case_metrics
     from .io import load_volume, save_like
 
@@ -79,7 +96,8 @@ def _evaluate_cases(cases, predict, pred_dir: Path | None, tolerance_mm: float) 
 
 def validate_model(model_dir: os.PathLike | str, manifest: os.PathLike | str, split: str = "val",
                    pred_dir: os.PathLike | str | None = None, device: str = "cpu", overlap: float = 0.5,
-                   tta: bool = False, tolerance_mm: float = 2.0, postprocess: str | None = None) -> pd.DataFrame:
+                   tta: bool = False, tolerance_mm: float = 2.0, postprocess: str | None = None,
+                   max_cases: int | None = None) -> pd.DataFrame:
     """Predict the split's cases with a cascade model and score them (one row per case).
 
     Args:
@@ -87,25 +105,27 @@ def validate_model(model_dir: os.PathLike | str, manifest: os.PathLike | str, sp
         manifest: a manifest CSV whose ``split`` cases have images and labels.
         pred_dir: where to write ``<case_id>.nii.gz`` label maps (input geometry); ``None``: not written.
         postprocess: override the model's post-processing strategy (e.g. ``"none"``).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        max_cases: predict at most this many cases (see :func:`split_cases`).
 
     Returns:
         DataFrame with ``case_id``, :data:`METRIC_COLUMNS` and ``seconds_*`` timings.
     """
     from .infer.cascade import CascadeModel, predict_volume
 
-    model = CascadeModel.load(model_dir, device=device, postprocess=postprocess)
+    model = CascadeModel.load(model_dir, device=resolve_device(device), postprocess=postprocess)
     if pred_dir is not None:
         pred_dir = ensure_output_dir(pred_dir)
 
     def predict(volume, case_id):
         return predict_volume(volume, model, overlap=overlap, tta=tta, progress=False, case_id=case_id)
 
-    return _evaluate_cases(split_cases(manifest, split), predict, pred_dir, tolerance_mm)
+    return _evaluate_cases(split_cases(manifest, split, max_cases), predict, pred_dir, tolerance_mm)
 
 
 def choose_postprocessing(model_dir: os.PathLike | str, raw_pred_dir: os.PathLike | str,
                           manifest: os.PathLike | str, split: str = "val",
-                          out_dir: os.PathLike | str | None = None) -> tuple[str, dict]:
+                          out_dir: os.PathLike | str | None = None, max_cases: int | None = None) -> tuple[str, dict]:
     """:func:`kidneyseg.evaluate.postprocess_choice.choose_postprocessing` against the manifest's
     ``split`` labels: compare the strategies on raw predictions, store the best in
     ``MODEL_DIR/postprocess.json``, optionally write the post-processed maps to ``out_dir``.
@@ -115,23 +135,27 @@ def choose_postprocessing(model_dir: os.PathLike | str, raw_pred_dir: os.PathLik
     """
     from .evaluate.postprocess_choice import choose_postprocessing as choose
 
-    refs = {case_id: lab for case_id, _, lab in split_cases(manifest, split)}
+    refs = {case_id: lab for case_id, _, lab in split_cases(manifest, split, max_cases)}
     missing = [c for c in refs if not (Path(raw_pred_dir) / f"{c}.nii.gz").exists()]
     if missing:
         raise fail(Path(raw_pred_dir) / f"{missing[0]}.nii.gz",
                    "raw prediction missing; run validate_model(..., postprocess='none') first")
-    return choose(model_dir, raw_pred_dir, refs, out_dir=out_dir)
+    with record("choose postprocessing", out_dir) as rec:
+        rec.details["cases"] = len(refs)
+        return choose(model_dir, raw_pred_dir, refs, out_dir=out_dir)
 
 
 def evaluate_predictions(pred_dir: os.PathLike | str, manifest: os.PathLike | str, split: str = "val",
-                         tolerance_mm: float = 2.0) -> list[dict]:
+                         tolerance_mm: float = 2.0, max_cases: int | None = None) -> list[dict]:
     """Per-case metric rows (the ``kidneyseg evaluate`` rows) of ``pred_dir/<case_id>.nii.gz`` against
-    the manifest's labels of ``split``."""
+    the manifest's labels of ``split`` (``max_cases``: see :func:`split_cases`)."""
     from .evaluate.report import evaluate_pair
 
     rows = []
-    for case_id, _, lab_path in split_cases(manifest, split):
-        rows.append(evaluate_pair(Path(pred_dir) / f"{case_id}.nii.gz", lab_path, tolerance_mm, case_id=case_id))
+    with record("evaluate") as rec:
+        for case_id, _, lab_path in split_cases(manifest, split, max_cases):
+            rows.append(evaluate_pair(Path(pred_dir) / f"{case_id}.nii.gz", lab_path, tolerance_mm, case_id=case_id))
+        rec.details["cases"] = len(rows)
     return rows
 
 
@@ -147,13 +171,21 @@ def single_stage_plan(plan_path: os.PathLike | str, out_path: os.PathLike | str)
 
 
 def train_single_stage(config, manifest: os.PathLike | str, plan_path: os.PathLike | str,
-                       work_dir: os.PathLike | str, device: str = "cpu") -> Path:
+                       work_dir: os.PathLike | str, device: str = "cpu", max_train_cases: int | None = None,
+                       max_val_cases: int | None = None, workers: int = 1) -> Path:
     """Train one network on whole volumes at the target spacing; returns its model folder.
 
     ``config`` is a stage-1 :class:`~kidneyseg.train.config.TrainConfig` (1 input channel). The
     cache is built with :func:`single_stage_plan` (stage 1 at the fine spacing) and resumes like
     any cache; a killed training resumes from its last checkpoint.
+
+    Its cache holds whole volumes at the fine spacing: about twice the voxels of the original CTs on
+    KiTS19 (23.2 G voxels for the 209 cases, 70 GB as float16; docs/full_scale.md).
+    ``max_train_cases`` / ``max_val_cases`` cap it to that many cases of each split, spread over the
+    case sizes (:func:`kidneyseg.data.manifest.spread_by_size`; ``None`` or 0: all), for runs whose
+    work is capped anyway (the ``rehearsal`` profile); ``workers``: preprocessing processes.
     """
+    from .data.manifest import read_manifest, select_cases, spread_by_size
     from .model.folder import ModelFolder
     from .preprocess.cache import preprocess_dataset
     from .train.stage import train_stage
@@ -161,16 +193,22 @@ def train_single_stage(config, manifest: os.PathLike | str, plan_path: os.PathLi
     work = ensure_output_dir(work_dir)
     plan = single_stage_plan(plan_path, work / "plan_single_stage.json")
     cache = work / "cache"
-    preprocess_dataset(manifest, plan, cache, stages=(1,), progress=False)
+    cases = None
+    if max_train_cases or max_val_cases:
+        df = read_manifest(manifest)
+        cases = [c for split, n in (("train", max_train_cases), ("val", max_val_cases))
+                 for c in spread_by_size(select_cases(df, split), n)["case_id"]]
+    preprocess_dataset(manifest, plan, cache, stages=(1,), progress=False, cases=cases, workers=workers)
     model = ModelFolder(work / "model")
-    train_stage(config, cache, model.root, device=device, resume=model.stage(1).checkpoint_last.exists())
+    train_stage(config, cache, model.root, device=resolve_device(device).type,
+                resume=model.stage(1).checkpoint_last.exists())
     return model.root
 
 
 def validate_single_stage(model_dir: os.PathLike | str, manifest: os.PathLike | str, split: str = "val",
                           pred_dir: os.PathLike | str | None = None, device: str = "cpu",
                           overlap: float = 0.5, tolerance_mm: float = 2.0,
-                          postprocess: str | None = "anatomy") -> pd.DataFrame:
+                          postprocess: str | None = "anatomy", max_cases: int | None = None) -> pd.DataFrame:
     """Score the single-stage baseline: the case preprocessed exactly as its training cache was
     (:func:`~kidneyseg.preprocess.case.preprocess_case`, stage 1 of the single-stage plan: the
     whole volume at the target spacing), sliding window, labels back to the input grid with the one
@@ -182,6 +220,7 @@ def validate_single_stage(model_dir: os.PathLike | str, manifest: os.PathLike | 
     from .model.folder import ModelFolder, load_stage
     from .preprocess.case import paste_label_back, preprocess_case
 
+    device = resolve_device(device)
     folder = ModelFolder(model_dir).require(stages=(1,))
     plan = folder.load_plan()
     net, spec = load_stage(folder.stage(1), device=device)
@@ -196,7 +235,8 @@ def validate_single_stage(model_dir: os.PathLike | str, manifest: os.PathLike | 
         labels = apply_postprocess(paste_label_back(res.labels, props), volume.spacing, name, **opts)
         return labels, {"single_stage": time.perf_counter() - t0}
 
-    return _evaluate_cases(split_cases(manifest, split), predict, pred_dir, tolerance_mm)
+    return _evaluate_cases(split_cases(manifest, split, max_cases), predict, pred_dir, tolerance_mm,
+                           step="predict single stage")
 
 
 # ---------------------------------------------------------------------------------- ablation
@@ -211,12 +251,13 @@ def _stage2_variant_config(base, variant: str, seed: int):
 def run_ablation(base_config, cache_dir: os.PathLike | str, stage1_model_dir: os.PathLike | str,
                  manifest: os.PathLike | str, out_dir: os.PathLike | str, seeds: Sequence[int] = (0, 1, 2),
                  variants: Sequence[str] = tuple(VARIANTS), split: str = "val", device: str = "cpu",
-                 tolerance_mm: float = 2.0, log=print) -> pd.DataFrame:
+                 tolerance_mm: float = 2.0, log=print, max_cases: int | None = None) -> pd.DataFrame:
     """Train each variant's stage-2 model for each seed and score the full cascade on ``split``.
 
     Every variant shares the stage-1 model (``stage1_model_dir/stage1``) and the plan, so the rows
     differ only in the stage-2 network's flags and seed. A finished (variant, seed) keeps its
-    ``result.json`` and is skipped on a re-run.
+    ``result.json`` and is skipped on a re-run. ``max_cases``: score at most that many ``split``
+    cases (:func:`split_cases`).
 
     Returns:
         One row per (variant, seed, case) with the case metrics.
@@ -244,10 +285,12 @@ def run_ablation(base_config, cache_dir: os.PathLike | str, stage1_model_dir: os
                 shutil.copytree(source.stage(1).root, model.stage(1).root)
             t0 = time.perf_counter()
             cfg = _stage2_variant_config(base_config, variant, seed)
-            train_stage(cfg, cache_dir, model.root, device=device, resume=model.stage(2).checkpoint_last.exists())
+            train_stage(cfg, cache_dir, model.root, device=resolve_device(device).type,
+                        resume=model.stage(2).checkpoint_last.exists())
             model_dir = model.root
             train_s = time.perf_counter() - t0
-            df = validate_model(model_dir, manifest, split=split, device=device, tolerance_mm=tolerance_mm)
+            df = validate_model(model_dir, manifest, split=split, device=device, tolerance_mm=tolerance_mm,
+                                max_cases=max_cases)
             df.insert(0, "seed", seed)
             df.insert(0, "variant", variant)
             df["train_seconds"] = round(train_s, 1)
