@@ -27,11 +27,14 @@ How the figures are taken (Linux; elsewhere the same without the high-water mark
   kernels): on a shared machine it moves less with the load than the wall clock.
 * **peak RSS of the tree**: a background thread sums the resident memory of the process and all its
   descendants (psutil, recursively: notebook kernels and preprocessing workers included) every
-  ``interval`` seconds and keeps the largest sum. Spikes shorter than the interval inside one
-  process are caught by that process's kernel high-water mark (``VmHWM``), counted for processes
-  born during the step and for the measuring process when its mark rose during the step. RSS
-  includes file pages a process has mapped (memory-mapped cache arrays read by training count while
-  resident; the kernel can drop them under pressure).
+  ``interval`` seconds and keeps the largest sum. Each process counts its proportional set size
+  (``Pss`` of ``/proc/PID/smaps_rollup``: a page shared by n processes counts 1/n in each), so the
+  pages a forked worker shares with its parent are not counted twice; RSS where PSS is unavailable.
+  Spikes shorter than the interval inside one process are caught by that process's kernel
+  high-water mark (``VmHWM``, not inherited through fork), counted for processes born during the
+  step and for the measuring process when its mark rose during the step. Both include file pages a
+  process has mapped (memory-mapped cache arrays read by training count while resident; the kernel
+  can drop them under pressure).
 * **bytes written**: the growth in apparent size (sum of file sizes) of ``target`` (a folder or a
   file) between the start and the end of the step; ``None`` without a target. Files a step writes
   and deletes again (temporary files) are not counted.
@@ -70,6 +73,18 @@ GIB = 1024 ** 3
 
 
 # ------------------------------------------------------------------------------ measuring
+def _pss_bytes(pid: int) -> int | None:
+    """Proportional set size of one process (shared pages split between their sharers), ``None`` if unknown."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _hwm_bytes(pid: int) -> int:
     """The kernel's peak-RSS mark of one process (``VmHWM``), 0 where unavailable."""
     try:
@@ -95,7 +110,7 @@ class TreeMonitor:
     True
     """
 
-    def __init__(self, pid: int | None = None, interval: float = 0.1):
+    def __init__(self, pid: int | None = None, interval: float = 0.2):
         import psutil
 
         if interval <= 0:
@@ -110,7 +125,7 @@ class TreeMonitor:
         self._hwm_floor = 0
 
     def sample(self) -> int:
-        """One sample: the tree's summed RSS now (bytes); updates :attr:`peak`."""
+        """One sample: the tree's memory now (bytes, summed PSS, else RSS); updates :attr:`peak`."""
         import psutil
 
         try:
@@ -120,8 +135,9 @@ class TreeMonitor:
         total = 0
         alive = 0
         for p in procs:
+            pss = _pss_bytes(p.pid)
             try:
-                total += p.memory_info().rss
+                total += pss if pss is not None else p.memory_info().rss
                 alive += 1
             except psutil.Error:
                 continue
@@ -260,7 +276,7 @@ def _relative(path: os.PathLike | str | None, run_dir: Path) -> str | None:
 
 @contextlib.contextmanager
 def record(step: str, target: os.PathLike | str | None = None, *, run_dir: os.PathLike | str | None = None,
-           parent: str | None = None, interval: float = 0.1, pid: int | None = None) -> Iterator[Recording]:
+           parent: str | None = None, interval: float = 0.2, pid: int | None = None) -> Iterator[Recording]:
     """Measure the block and append its row to the run folder's ``resources.json``.
 
     Args:

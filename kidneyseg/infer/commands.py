@@ -16,7 +16,8 @@ def register(subparsers) -> None:
                         "DICOM folders)")
     p.add_argument("-o", "--output", required=True, help="output .nii.gz (one input) or folder (<case_id>.nii.gz)")
     p.add_argument("--model", required=True, help="model folder (plan.json, stage1/, stage2/, postprocess.json)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the networks run")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
+                   help="where the networks run (auto: cuda when a GPU is visible)")
     p.add_argument("--tta", action="store_true", help="mirror test-time augmentation in stage 2 (8x slower)")
     p.add_argument("--shard", metavar="i/N", help="predict only the i-th (0-based) of N disjoint subsets")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1) (default 0.5)")
@@ -32,13 +33,16 @@ def register(subparsers) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     from ..errors import KidneysegError
+    from ..resources import record
+    from ..runtime import resolve_device
     from .predict import predict_path
 
     try:
-        predict_path(args.input, args.output, args.model, device=args.device, tta=args.tta, shard=args.shard,
-                     overlap=args.overlap, batch_size=args.batch_size, overwrite=args.overwrite,
-                     postprocess_name=args.postprocess, progress=not args.no_progress,
-                     body_crop=not args.no_body_crop)
+        with record("predict", args.output):  # a row in $KIDNEYSEG_RESOURCES/resources.json when set
+            predict_path(args.input, args.output, args.model, device=str(resolve_device(args.device)), tta=args.tta,
+                         shard=args.shard, overlap=args.overlap, batch_size=args.batch_size,
+                         overwrite=args.overwrite, postprocess_name=args.postprocess,
+                         progress=not args.no_progress, body_crop=not args.no_body_crop)
     except ValueError as exc:  # argument errors (overlap, shard, strategy) as one line
         if isinstance(exc, KidneysegError):
             raise
