@@ -13,7 +13,7 @@ import torch
 
 from .errors import KidneysegError
 
-__all__ = ["DEVICES", "RAM_BUDGET_ENV", "ram_budget_bytes", "resolve_device", "return_freed_memory"]
+__all__ = ["DEVICES", "RAM_BUDGET_ENV", "ram_budget_bytes", "resolve_device"]
 
 #: Accepted ``device`` settings: ``auto`` takes CUDA when a GPU is visible, the CPU otherwise.
 DEVICES = ("auto", "cpu", "cuda")
@@ -40,31 +40,6 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise KidneysegError(f"device {str(name)!r} requested but no CUDA device is available")
     return dev
-
-
-def return_freed_memory() -> bool:
-    """Make glibc hand large freed buffers back to the operating system at once (Linux only).
-
-    glibc's ``malloc`` raises its mmap threshold every time a large block is freed, after which
-    blocks of that size come from the heap and stay resident when freed: on a CPU training step,
-    whose activations are allocated and freed every iteration, the process's RSS then ran 30-90 %
-    above the memory actually in use (measured in tests/test_train_memory_plan.py). A fixed
-    128 KiB threshold (``mallopt(M_MMAP_THRESHOLD)``) keeps RSS at the live memory, so the memory
-    plan is what the machine needs. Costs a page fault per 4 KiB page of each large allocation.
-
-    Returns:
-        whether the setting was applied (``False`` off glibc).
-    """
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, 128 * 1024))  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        return False
 
 
 #: Environment variable capping the RAM (GiB) that one case or one training step may plan to use.

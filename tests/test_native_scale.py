@@ -59,7 +59,7 @@ def native(kits19_dir, tmp_path_factory):
 
         for stage in (1, 2):
             cfg = preset("demo", stage, {"epochs": 1, "iterations_per_epoch": 2, "val_iterations": 1,
-                                         "patch_size": [32, 64, 64], "progress": False})
+                                         "patch_size": [64, 128, 128], "progress": False})
             save_config(cfg, run / f"stage{stage}.json")
             assert main(["train", "--config", str(run / f"stage{stage}.json"), "--cache", str(run / "cache"),
                          "--out", str(run / "model"), "--device", "auto", "--no-progress"]) == 0

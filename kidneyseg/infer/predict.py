@@ -122,7 +122,9 @@ def predict_path(input_path: os.PathLike | str, output: os.PathLike | str, model
     Returns:
         One dict per case: ``case_id``, ``output``, ``status`` (``"done"`` or ``"skipped"``), timings.
     """
-    from ..io import load_volume, save_like
+    from ..io import load_volume, read_header, save_like
+    from ..runtime import ram_budget_bytes
+    from .memory import check_predict_memory
 
     check_overlap(overlap)
     parse_shard(shard)
@@ -145,6 +147,9 @@ def predict_path(input_path: os.PathLike | str, output: os.PathLike | str, model
             continue
         if model is None:
             model = CascadeModel.load(model_dir, device, postprocess_name)
+        if path.is_file():  # a case too large for the RAM budget is refused before it is read
+            head = read_header(path)
+            check_predict_memory(path, head.shape, head.spacing, model, ram_budget_bytes())
         t0 = time.perf_counter()
         vol = load_volume(path, kind="image")
         t_load = time.perf_counter() - t0

@@ -69,6 +69,8 @@ class CaseProperties:
         sources, original_affine: the cache's provenance (source file signatures, the canonical
             affine); ``None`` outside the cache.
         skipped: why the cache holds no arrays for this case and stage (``None``: it does).
+        image_min: the smallest value of the stage image (what patches leaving the volume are
+            padded with in training), so a sampler need not read the whole image.
     """
 
     case_id: str
@@ -90,6 +92,7 @@ class CaseProperties:
     sources: dict[str, Any] | None = None
     original_affine: list[list[float]] | None = None
     skipped: str | None = None
+    image_min: float | None = None
 
     def inside_slices(self) -> tuple[slice, slice, slice]:
         """:attr:`inside` as slices of the stage array."""
@@ -214,9 +217,14 @@ def preprocess_case(image: np.ndarray, label: np.ndarray | None, spacing: Sequen
         case_id=case_id, stage=stage, plan_hash=plan.hash(), original_shape=shape, original_spacing=spacing,
         maps=tuple(maps), separate_axis=sep, resampled_shape=tuple(out_img.shape),
         resampled_spacing=tuple(m.step * s for m, s in zip(maps, spacing)), inside=inside, padded=padded,
-        crop=crop, label_voxels=None if out_lab is None else [int(v) for v in np.bincount(out_lab.ravel(), minlength=3)],
-        **box)
+        crop=crop, label_voxels=None if out_lab is None else _label_counts(out_lab),
+        image_min=float(out_img.min()) if out_img.size else None, **box)
     return out_img, out_lab, props
+
+
+def _label_counts(label: np.ndarray) -> list[int]:
+    """Voxels of each value 0, 1, 2 (no int64 copy of the map, unlike ``np.bincount``)."""
+    return [int(np.count_nonzero(label == v)) for v in range(3)]
 
 
 def paste_label_back(label: np.ndarray, properties: CaseProperties) -> np.ndarray:

@@ -26,7 +26,7 @@ import torch
 from ..errors import ensure_output_dir, fail
 from ..model.folder import ModelFolder
 from ..resources import record
-from ..runtime import ram_budget_bytes, resolve_device, return_freed_memory
+from ..runtime import ram_budget_bytes, resolve_device
 from .config import TrainConfig
 from .distributed import cleanup_distributed, init_distributed
 from .trainer import Trainer
@@ -89,8 +89,6 @@ def memory_check(config: TrainConfig, device: str, budget_bytes: int | None = No
 
     The budget is the GPU's total memory on CUDA, and on the CPU ``budget_bytes`` or
     :func:`kidneyseg.runtime.ram_budget_bytes` (``$KIDNEYSEG_RAM_BUDGET_GIB``, else the RAM free now).
-    On the CPU, glibc is also told to return freed buffers at once
-    (:func:`kidneyseg.runtime.return_freed_memory`), so the process's RSS stays at the plan.
 
     Returns:
         the :class:`~kidneyseg.train.memory_plan.MemoryPlan`.
@@ -103,7 +101,6 @@ def memory_check(config: TrainConfig, device: str, budget_bytes: int | None = No
         total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
         budget, what = (budget_bytes or total), "the GPU's memory"
     else:
-        return_freed_memory()
         budget, what = (budget_bytes or ram_budget_bytes()), "the RAM budget"
     check_memory_plan(plan, int(budget), what)
     return plan
