@@ -17,6 +17,9 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="output .nii.gz (one input) or folder (<case_id>.nii.gz)")
     p.add_argument("--model", required=True, help="model folder (plan.json, stage1/, stage2/, postprocess.json)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the networks run")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="network precision: auto (default) = bf16 where the CPU (AMX, AVX-512 BF16) or GPU runs it "
+                        "natively, fp16 on older GPUs, fp32 otherwise; accumulation and post-processing stay fp32")
     p.add_argument("--tta", action="store_true", help="mirror test-time augmentation in stage 2 (8x slower)")
     p.add_argument("--shard", metavar="i/N", help="predict only the i-th (0-based) of N disjoint subsets")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1) (default 0.5)")
@@ -38,7 +41,7 @@ def run_predict(args: argparse.Namespace) -> int:
         predict_path(args.input, args.output, args.model, device=args.device, tta=args.tta, shard=args.shard,
                      overlap=args.overlap, batch_size=args.batch_size, overwrite=args.overwrite,
                      postprocess_name=args.postprocess, progress=not args.no_progress,
-                     body_crop=not args.no_body_crop)
+                     body_crop=not args.no_body_crop, precision=args.precision)
     except ValueError as exc:  # argument errors (overlap, shard, strategy) as one line
         if isinstance(exc, KidneysegError):
             raise

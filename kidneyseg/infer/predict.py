@@ -111,13 +111,14 @@ def _check_output_location(folder: Path) -> None:
 def predict_path(input_path: os.PathLike | str, output: os.PathLike | str, model_dir: os.PathLike | str,
                  device: str = "cpu", tta: bool = False, shard: str | None = None, overlap: float = 0.5,
                  batch_size: int = 1, overwrite: bool = False, postprocess_name: str | None = None,
-                 progress: bool = True, log=print, body_crop: bool = True) -> list[dict]:
+                 progress: bool = True, log=print, body_crop: bool = True, precision: str = "auto") -> list[dict]:
     """Predict every case under ``input_path`` (file, DICOM folder or folder of cases) into ``output``.
 
     Outputs are written atomically with the input's exact shape and affine; an existing output is
     skipped (complete by construction) unless ``overwrite``. ``shard="i/N"`` takes the i-th of N
     disjoint subsets. One timing line per case goes to ``log``. ``body_crop``: see
-    :func:`predict_volume`.
+    :func:`predict_volume`. ``precision``: the networks' precision (``auto``, ``fp32``, ``bf16``,
+    ``fp16``; see :mod:`kidneyseg.runtime`), logged once with the memory layout.
 
     Returns:
         One dict per case: ``case_id``, ``output``, ``status`` (``"done"`` or ``"skipped"``), timings.
@@ -144,7 +145,8 @@ def predict_path(input_path: os.PathLike | str, output: os.PathLike | str, model
             log(f"{cid}: {out} exists, skipped")
             continue
         if model is None:
-            model = CascadeModel.load(model_dir, device, postprocess_name)
+            model = CascadeModel.load(model_dir, device, postprocess_name, precision=precision)
+            log(model.runtime.describe())
         t0 = time.perf_counter()
         vol = load_volume(path, kind="image")
         t_load = time.perf_counter() - t0
