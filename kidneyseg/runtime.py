@@ -16,9 +16,12 @@ Precision (``--precision``; ``precision`` in a training config):
 * ``fp32``: no autocast.
 
 Memory layout (``channels_last``: ``auto``/``on``/``off``): ``channels_last_3d`` (z, y, x, C in
-memory) for the network and its inputs. ``auto`` takes it where it was measured faster: on a CPU
-in bf16 (oneDNN's bf16 convolutions run on channels-last data; the instance norm of
-:mod:`kidneyseg.model.blocks` keeps that layout) and on CUDA; channels-first for fp32 on a CPU.
+memory) for the network and its inputs. ``auto`` takes it on CUDA, and on a CPU for bf16
+*training*, where it was measured faster (oneDNN's bf16 convolutions run on channels-last data; the
+instance norm of :mod:`kidneyseg.model.blocks` keeps that layout). CPU *prediction* stays
+channels-first: torch's channels-last norm kernel sums per thread, so its predictions would depend
+on the number of threads, and kidneyseg's results must not (CPU training already depends on it in
+the last bits through the convolutions' backward pass, in fp32 too).
 
 >>> rt = resolve_runtime("cpu", "fp32")
 >>> rt.precision, rt.channels_last, rt.dtype
@@ -148,15 +151,16 @@ def _resolve_precision(setting: str, device: torch.device) -> tuple[str, str]:
     return setting, "requested"
 
 
-def _resolve_layout(setting: str | bool, device: torch.device, precision: str) -> bool:
+def _resolve_layout(setting: str | bool, device: torch.device, precision: str, training: bool) -> bool:
     if isinstance(setting, bool):
         return setting
     if setting not in LAYOUTS:
         raise KidneysegError(f"channels_last must be one of {list(LAYOUTS)}, got {setting!r}")
     if setting != "auto":
         return setting == "on"
-    # measured (docs/training.md, docs/inference.md): faster on a CPU in bf16, equal in fp32
-    return device.type == "cuda" or precision == "bf16"
+    # measured in docs/training.md and docs/inference.md; CPU prediction channels-first for
+    # thread-count independent results (see the module docstring)
+    return device.type == "cuda" or (training and precision == "bf16")
 
 
 @dataclass(frozen=True)
@@ -223,8 +227,10 @@ class Runtime:
 
 
 def resolve_runtime(device: str | torch.device = "auto", precision: str = "auto",
-                    channels_last: str | bool = "auto") -> Runtime:
+                    channels_last: str | bool = "auto", training: bool = False) -> Runtime:
     """Resolve the three settings for this machine (see the module docstring for the rules).
+
+    ``training`` selects the automatic memory layout for training (else for prediction).
 
     Raises:
         KidneysegError: an unknown setting, CUDA without a GPU, bf16 on a device without native
@@ -232,5 +238,5 @@ def resolve_runtime(device: str | torch.device = "auto", precision: str = "auto"
     """
     dev = resolve_device(device)
     prec, reason = _resolve_precision(str(precision).strip().lower(), dev)
-    layout = _resolve_layout(channels_last, dev, prec)
+    layout = _resolve_layout(channels_last, dev, prec, training)
     return Runtime(dev, prec, layout, str(precision).strip().lower(), reason)

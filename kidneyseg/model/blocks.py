@@ -26,16 +26,20 @@ __all__ = ["ChannelsLastInstanceNorm3d", "Ops", "ConvNormAct", "ResidualBlock", 
 
 
 class ChannelsLastInstanceNorm3d(nn.InstanceNorm3d):
-    """``nn.InstanceNorm3d`` that keeps a ``channels_last_3d`` input in that layout.
+    """``nn.InstanceNorm3d`` that keeps a ``channels_last_3d`` CPU input in that layout.
 
     torch's instance norm reshapes ``[B, C, z, y, x]`` to ``[1, B*C, z, y, x]``, which for a
     channels-last tensor is a full copy into channels-first, and the next convolution copies it
-    back: two transposing copies per norm (a quarter of a bf16 training step on the CPU, measured).
-    Here each sample ``[1, C, z, y, x]`` is normalized by ``batch_norm`` in training mode, which on
-    one sample computes exactly the instance statistics (per channel, over z, y, x) and runs
-    natively on channels-last data. Same parameters (``weight``, ``bias``), same state dict, same
-    values (statistics accumulate in float32 also for bf16 inputs); channels-first inputs go
-    through torch's own implementation.
+    back: two transposing copies per norm (the largest cost after the convolutions in a bf16
+    training step on the CPU, measured). Here each sample ``[1, C, z, y, x]`` is normalized by
+    ``batch_norm`` in training mode, which on one sample computes exactly the instance statistics
+    (per channel, over z, y, x; float32 sums also for bf16 inputs) and runs natively on
+    channels-last data. Same parameters (``weight``, ``bias``), same state dict, same values up to
+    float rounding. Channels-first inputs and CUDA tensors go through torch's own implementation.
+
+    Note: torch's channels-last batch-norm kernel sums per thread, so its last bits depend on the
+    number of threads (the channels-first kernel's do not); :mod:`kidneyseg.runtime` therefore
+    uses channels-last for CPU training only, never for prediction.
 
     >>> x = torch.randn(2, 4, 3, 5, 6).contiguous(memory_format=torch.channels_last_3d)
     >>> y = ChannelsLastInstanceNorm3d(4, affine=True)(x)
@@ -44,7 +48,7 @@ class ChannelsLastInstanceNorm3d(nn.InstanceNorm3d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.dim() != 5 or self.track_running_stats or x.is_contiguous()
+        if (x.dim() != 5 or x.device.type != "cpu" or self.track_running_stats or x.is_contiguous()
                 or not x.is_contiguous(memory_format=torch.channels_last_3d)):
             return super().forward(x)
         parts = [F.batch_norm(s, None, None, self.weight, self.bias, True, 0.0, self.eps) for s in x.split(1)]

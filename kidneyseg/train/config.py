@@ -118,8 +118,8 @@ class TrainConfig:
         precision: ``"auto"`` (bf16 where the device runs it natively: a CPU with AMX or AVX-512
             BF16, a GPU with bf16; fp16 + GradScaler on older GPUs; fp32 otherwise), ``"bf16"``,
             ``"fp16"`` (CUDA only) or ``"fp32"``; see :mod:`kidneyseg.runtime`. The loss is float32.
-        channels_last: ``"auto"`` (channels_last_3d on CUDA and for bf16 on a CPU, where it was
-            measured faster), ``"on"`` or ``"off"``.
+        channels_last: ``"auto"`` (channels_last_3d on CUDA and for bf16 training on a CPU, where
+            it was measured faster), ``"on"`` or ``"off"``.
         compile: wrap the network in ``torch.compile``.
         seed: base seed (python, numpy, torch, sampler, augmentation; each epoch and rank derives its own).
         grad_clip: gradient-norm clip (nnU-Net uses 12); 0 disables.

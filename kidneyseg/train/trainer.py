@@ -97,7 +97,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.folder = StageFolder(self.out_dir, config.stage)  # the layout of the stage folder
         self.train_batches, self.val_batches = train_batches, val_batches
-        self.runtime: Runtime = resolve_runtime(device, config.precision, config.channels_last)
+        self.runtime: Runtime = resolve_runtime(device, config.precision, config.channels_last, training=True)
         self.device = self.runtime.device
         self.augment, self.full_validation = augment, full_validation
         self.hooks = list(hooks)
