@@ -334,7 +334,8 @@ def main(argv=None) -> int:
                    "--target-spacing", csv(a.target_spacing), "--box-mm", csv(a.box_mm), "--threads", str(a.threads),
                    "--precision", "fp32" if side == "ours_fp32" else "auto"]
             load0 = os.getloadavg()[0]
-            p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(a.threads)})
+            p = subprocess.run(cmd, capture_output=True, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": str(a.threads)})
             lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT_JSON ")]
             for ln in p.stdout.splitlines():
                 if not ln.startswith("RESULT_JSON "):
@@ -391,9 +392,10 @@ def main(argv=None) -> int:
                 - _median(results["ours"], "forward_s"))
         print(f"speedup at equal seconds per window ({spw:.2f} s, nnU-Net's, fp32): {nn / ours:.2f}")
         ours_spw = _median(results["ours"], "forward_s") / _median(results["ours"], "windows")
-        print(f"seconds per window: nnU-Net fp32 {spw:.3f}, ours {auto.precision} {ours_spw:.3f} "
-              f"({spw / ours_spw:.2f}x)" + (f", ours fp32 {_median(fp32_runs, 'forward_s') / _median(fp32_runs, 'windows'):.3f}"
-                                            if fp32_runs else ""))
+        line = f"seconds per window: nnU-Net fp32 {spw:.3f}, ours {auto.precision} {ours_spw:.3f} ({spw / ours_spw:.2f}x)"
+        if fp32_runs:
+            line += f", ours fp32 {_median(fp32_runs, 'forward_s') / _median(fp32_runs, 'windows'):.3f}"
+        print(line)
 
     delta = float("nan")
     if not a.no_parity and auto.precision != "fp32":

@@ -2,10 +2,10 @@
 
 Windows of ``patch_size`` tile the volume with a given ``overlap``; each window's softmax is
 weighted by a Gaussian centred on the window (border voxels of a patch see less context) and
-accumulated in fp32 at network resolution (only the network itself runs in the runtime's precision,
-e.g. bf16: the softmax, the Gaussian weights and the sums are float32); the result is the argmax as uint8 labels, plus fp16
-probabilities only on request. Class logits are never kept for more than one batch of windows, and
-nothing is ever resampled to the original resolution here.
+accumulated in fp32 at network resolution (only the network runs in the runtime's precision, e.g.
+bf16: the softmax, the Gaussian weights and the sums are float32); the result is the argmax as
+uint8 labels, plus fp16 probabilities only on request. Class logits are never kept for more than
+one batch of windows, and nothing is ever resampled to the original resolution here.
 
 Optional mirror test-time augmentation runs the network on every combination of flips along
 ``mirror_axes`` and averages the softmax.

@@ -77,7 +77,8 @@ def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os
         raise fail(None, "--device cuda requested but CUDA is not available")
     info = init_distributed(device)
     dev = f"cuda:{info.local_rank}" if device.startswith("cuda") else "cpu"
-    resolve_runtime(dev, config.precision, config.channels_last, training=True)  # refuse e.g. bf16 here before loading the cache
+    # refuse an impossible precision (bf16 on a CPU without it) now, before the cache is loaded
+    resolve_runtime(dev, config.precision, config.channels_last, training=True)
     stage = config.stage
     train_ids = list_cases(cache_dir, split="train", stage=stage)
     val_ids = list_cases(cache_dir, split="val", stage=stage)
