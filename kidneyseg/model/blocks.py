@@ -20,9 +20,44 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 __all__ = ["ChannelsLastInstanceNorm3d", "Ops", "ConvNormAct", "ResidualBlock", "StackedBlocks", "same_padding"]
+
+
+class _ChannelsLastInstanceNorm(torch.autograd.Function):
+    """Instance norm of a channels-last ``[B, C, z, y, x]`` tensor: torch's batch-norm kernels on
+    each sample, written straight into one channels-last output (and gradient), no copies."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+        n, c = x.shape[:2]
+        y = torch.empty_like(x, memory_format=torch.channels_last_3d)
+        # statistics in the parameters' dtype: float32 for a bf16 input with float32 parameters
+        mean = x.new_empty((n, c), dtype=weight.dtype)
+        invstd = x.new_empty((n, c), dtype=weight.dtype)
+        for i in range(n):
+            torch.ops.aten.native_batch_norm.out(x[i:i + 1], weight, bias, None, None, True, 0.0, eps,
+                                                 out=y[i:i + 1], save_mean=mean[i], save_invstd=invstd[i])
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.eps = eps
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y: torch.Tensor):
+        x, weight, mean, invstd = ctx.saved_tensors
+        grad_y = grad_y.contiguous(memory_format=torch.channels_last_3d)
+        n, c = x.shape[:2]
+        mask = [bool(m) for m in ctx.needs_input_grad[:3]]
+        grad_x = torch.empty_like(x, memory_format=torch.channels_last_3d)
+        grad_w = weight.new_empty((n, c))
+        grad_b = weight.new_empty((n, c))
+        for i in range(n):
+            torch.ops.aten.native_batch_norm_backward.out(
+                grad_y[i:i + 1], x[i:i + 1], weight, None, None, mean[i], invstd[i], True, ctx.eps, mask,
+                out0=grad_x[i:i + 1], out1=grad_w[i], out2=grad_b[i])
+        return (grad_x if mask[0] else None, grad_w.sum(0) if mask[1] else None,
+                grad_b.sum(0) if mask[2] else None, None)
 
 
 class ChannelsLastInstanceNorm3d(nn.InstanceNorm3d):
@@ -32,10 +67,11 @@ class ChannelsLastInstanceNorm3d(nn.InstanceNorm3d):
     channels-last tensor is a full copy into channels-first, and the next convolution copies it
     back: two transposing copies per norm (the largest cost after the convolutions in a bf16
     training step on the CPU, measured). Here each sample ``[1, C, z, y, x]`` is normalized by
-    ``batch_norm`` in training mode, which on one sample computes exactly the instance statistics
-    (per channel, over z, y, x; float32 sums also for bf16 inputs) and runs natively on
-    channels-last data. Same parameters (``weight``, ``bias``), same state dict, same values up to
-    float rounding. Channels-first inputs and CUDA tensors go through torch's own implementation.
+    torch's batch-norm kernel in training mode, which on one sample computes exactly the instance
+    statistics (per channel, over z, y, x; float32 sums also for bf16 inputs) and runs natively on
+    channels-last data, writing into one channels-last output. Same parameters (``weight``,
+    ``bias``), same state dict, same values up to float rounding. Channels-first inputs, CUDA
+    tensors and the non-affine variant go through torch's own implementation.
 
     Note: torch's channels-last batch-norm kernel sums per thread, so its last bits depend on the
     number of threads (the channels-first kernel's do not); :mod:`kidneyseg.runtime` therefore
@@ -48,11 +84,10 @@ class ChannelsLastInstanceNorm3d(nn.InstanceNorm3d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.dim() != 5 or x.device.type != "cpu" or self.track_running_stats or x.is_contiguous()
-                or not x.is_contiguous(memory_format=torch.channels_last_3d)):
+        if (x.dim() != 5 or x.device.type != "cpu" or self.track_running_stats or not self.affine
+                or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last_3d)):
             return super().forward(x)
-        parts = [F.batch_norm(s, None, None, self.weight, self.bias, True, 0.0, self.eps) for s in x.split(1)]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        return _ChannelsLastInstanceNorm.apply(x, self.weight, self.bias, self.eps)
 
 
 @dataclass
