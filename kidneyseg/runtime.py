@@ -98,7 +98,7 @@ def _torch_says(name: str) -> bool:
 @functools.lru_cache(maxsize=1)
 def _detect_cpu_bf16() -> str | None:
     if not torch.backends.mkldnn.is_available():
-        return None  # no oneDNN: bf16 convolutions would be emulated, slower than fp32
+        return None  # no oneDNN: no native bf16 convolutions
     flags = _cpuinfo_flags()
     if _torch_says("_is_amx_tile_supported") or "amx_bf16" in flags:
         return "AMX"
@@ -144,7 +144,7 @@ def _resolve_precision(setting: str, device: torch.device) -> tuple[str, str]:
         return ("bf16", f"auto: CPU with {isa}") if isa else ("fp32", "auto: CPU without native bf16")
     if setting == "bf16" and not isa:
         raise KidneysegError("--precision bf16 on an unsupported device: this CPU has neither AMX nor AVX-512 BF16 "
-                             "(bf16 would be emulated, slower than fp32); use fp32 or auto")
+                             "(no native bf16); use fp32 or auto")
     if setting == "fp16":
         raise KidneysegError("--precision fp16 on an unsupported device: fp16 runs on CUDA GPUs only; "
                              "use bf16, fp32 or auto on the CPU")
