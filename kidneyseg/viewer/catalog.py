@@ -7,7 +7,7 @@ path: a case id that is not listed, a prediction file that resolves (through ``.
 symbolic link) outside the run's predictions folder, or a manifest row whose case id is not a
 plain name is refused.
 
-A run folder (see the team contract) holds ``run.json`` with ``manifest``, ``predictions_dir``,
+A run folder (written by :mod:`kidneyseg.pipeline`) holds ``run.json`` with ``manifest``, ``predictions_dir``,
 ``metrics_csv`` and ``model_dir``, paths relative to the run folder. A manifest alone gives
 ground truth only (no predictions, no metrics file).
 
