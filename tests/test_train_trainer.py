@@ -281,3 +281,16 @@ def test_cli_trains_both_stages_from_a_phantom_cache(tmp_path):
     bad.write_text('{"epoch": 3}')
     assert main(["train", "--config", str(bad), "--stage", "1", "--cache", str(tmp_path / "cache"),
                  "--out", str(tmp_path / "m2")]) == 2
+
+
+def test_a_cache_without_plan_is_refused_before_training(tmp_path):
+    """Training never starts (or returns silently) on a folder that is not a preprocess cache."""
+    from kidneyseg.errors import KidneysegError
+    from kidneyseg.train.config import preset
+    from kidneyseg.train.stage import train_stage
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with pytest.raises(KidneysegError, match="plan.json: the cache has no plan.json"):
+        train_stage(preset("demo", 1), cache, tmp_path / "model", device="cpu")
+    assert not (tmp_path / "model").exists()

@@ -72,6 +72,9 @@ def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os
     cache_dir, model_dir = Path(cache_dir), Path(model_dir)
     if not cache_dir.is_dir():
         raise fail(cache_dir, "no such cache folder (build it with `kidneyseg preprocess`)")
+    if not (cache_dir / "plan.json").is_file():  # checked before any case is loaded
+        raise fail(cache_dir / "plan.json", "the cache has no plan.json (not a `kidneyseg preprocess` folder?); a "
+                                            "model folder needs the plan its cache was built with")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise fail(None, "--device cuda requested but CUDA is not available")
     info = init_distributed(device)
