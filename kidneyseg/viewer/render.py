@@ -7,10 +7,13 @@ and a 1059-slice case stays light) and lightly smoothed. Coordinates are mm in R
 canonical (I, P, L) axes negated), so the scene is not mirrored. The CT adds context as a faint
 grey bone surface.
 
-Slices: axial, coronal and sagittal planes through one point; the top row draws ground-truth
-contours in blue and prediction contours in green on the windowed CT (the thesis's Fig 4.3
-style); the bottom row colours false positives red, false negatives yellow and kidney/tumor
-swaps magenta.
+The 3D scenes are framed on the union of the label surfaces at their true shape
+(:mod:`kidneyseg.viewer.framing`).
+
+Slices: axial, coronal and sagittal planes through one point, each at its physical aspect ratio
+(pixel height/width = row/column spacing); the top row draws ground-truth contours in blue and
+prediction contours in green on the windowed CT (the thesis's Fig 4.3 style); the bottom row
+colours false positives red, false negatives yellow and kidney/tumor swaps magenta.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from .catalog import CaseData
+from .framing import SceneFrame, crop_surface, frame_bounds, surfaces_bounds
 from .style import (BONE_COLOUR, CONTOUR_GT, CONTOUR_PRED, FN_COLOUR, FP_COLOUR, MESH_COLOURS,
                     SWAP_COLOUR, window_limits)
 
@@ -131,12 +135,39 @@ def _mesh_trace(surface, colour: str, name: str, opacity: float, scene: str, leg
     )
 
 
+#: 3D figure size and margins (pixels; the title and scene names above, the legend below, so
+#: plotly never shrinks the plot area) and the scenes' places in it: the camera is fitted to these.
+FIGURE_WIDTH, FIGURE_HEIGHT, TOP_MARGIN, BOTTOM_MARGIN = 1100, 480, 56, 36
+SCENE_Y = (0.0, 1.0)
+SIDE_BY_SIDE_X = ((0.0, 0.49), (0.51, 1.0))
+
+
+def scene_viewport(domain_x: tuple[float, float]) -> tuple[float, float]:
+    """(width, height) in pixels of a scene spanning ``domain_x`` of the figure's plot area."""
+    plot_h = FIGURE_HEIGHT - TOP_MARGIN - BOTTOM_MARGIN
+    return FIGURE_WIDTH * (domain_x[1] - domain_x[0]), plot_h * (SCENE_Y[1] - SCENE_Y[0])
+
+
+def label_frame(surfaces: dict, viewport: tuple[float, float]) -> SceneFrame | None:
+    """The frame around every label surface (ground truth and prediction, kidney and tumor) of
+    :func:`case_surfaces` output; the bone's when there is no label; ``None`` when empty."""
+    labels = [s for (source, _), s in surfaces.items() if source in ("gt", "pred")]
+    bounds = surfaces_bounds(labels)
+    if bounds is None:
+        bounds = surfaces_bounds(surfaces.values())
+    return None if bounds is None else frame_bounds(*bounds, viewport=viewport)
+
+
 def surfaces_figure(surfaces: dict, mode: str = "side by side", title: str = ""):
     """A plotly ``Figure`` of ground truth and prediction surfaces.
 
+    Every scene is framed on the union of all label surfaces (both kidneys, tumors, both sources;
+    :mod:`kidneyseg.viewer.framing`), at the true shape (1 mm equally long on every axis); the CT
+    bone is cropped to that box.
+
     Args:
         surfaces: output of :func:`case_surfaces`.
-        mode: ``"side by side"`` (two linked-looking scenes: ground truth | prediction) or
+        mode: ``"side by side"`` (two scenes with the same frame: ground truth | prediction) or
             ``"overlay"`` (one scene, both semi-transparent).
         title: figure title.
     """
@@ -147,9 +178,13 @@ def surfaces_figure(surfaces: dict, mode: str = "side by side", title: str = "")
     has_pred = any(k[0] == "pred" for k in surfaces)
     sources = [s for s in ("gt", "pred") if any(k[0] == s for k in surfaces)]
     two = mode == "side by side" and len(sources) == 2
+    domains = SIDE_BY_SIDE_X if two else ((0.0, 1.0),)
+    frame = label_frame(surfaces, scene_viewport(domains[0]))
     scenes = {"gt": "scene", "pred": "scene2" if two else "scene"}
     traces = []
     bone = surfaces.get(("ct", "bone"))
+    if bone is not None and frame is not None:
+        bone = crop_surface(bone, frame)
     for scene in sorted(set(scenes[s] for s in sources)) or ["scene"]:
         if bone is not None:
             traces.append(_mesh_trace(bone, BONE_COLOUR, "CT bone", 0.12, scene, scene == "scene"))
@@ -162,20 +197,24 @@ def surfaces_figure(surfaces: dict, mode: str = "side by side", title: str = "")
             opacity = 1.0 if two or not has_pred else (0.55 if source == "gt" else 0.5)
             traces.append(_mesh_trace(surf, MESH_COLOURS[(source, structure)],
                                       f"{label_names[source]} {structure}", opacity, scenes[source], True))
-    scene_style = dict(
-        aspectmode="data", xaxis=dict(visible=False), yaxis=dict(visible=False), zaxis=dict(visible=False),
-        camera=dict(eye=dict(x=0.0, y=1.9, z=0.5), up=dict(x=0, y=0, z=1)), bgcolor="white",
-    )
+    hidden = dict(visible=False)
+    scene_style = dict(xaxis=dict(hidden), yaxis=dict(hidden), zaxis=dict(hidden), bgcolor="white")
+    if frame is not None:
+        for key, value in frame.scene_layout().items():
+            scene_style[key] = {**scene_style.get(key, {}), **value} if key.endswith("axis") else value
+    else:
+        scene_style.update(aspectmode="data", camera=dict(eye=dict(x=0.0, y=1.9, z=0.5), up=dict(x=0, y=0, z=1)))
     layout = go.Layout(
-        title=dict(text=title, x=0.5, font=dict(size=14)), height=480, width=1100, autosize=False, margin=dict(l=0, r=0, t=40, b=0),
-        legend=dict(orientation="h", y=-0.02, x=0.5, xanchor="center"), paper_bgcolor="white",
-        scene=dict(domain=dict(x=[0.0, 0.49] if two else [0.0, 1.0], y=[0.05, 1.0]), **scene_style),
+        title=dict(text=title, x=0.5, y=0.985, yanchor="top", font=dict(size=14)), height=FIGURE_HEIGHT, width=FIGURE_WIDTH,
+        autosize=False, margin=dict(l=0, r=0, t=TOP_MARGIN, b=BOTTOM_MARGIN),
+        legend=dict(orientation="h", y=-0.01, yanchor="top", x=0.5, xanchor="center"), paper_bgcolor="white",
+        scene=dict(domain=dict(x=list(domains[0]), y=list(SCENE_Y)), **scene_style),
     )
     if two:
-        layout.scene2 = dict(domain=dict(x=[0.51, 1.0], y=[0.05, 1.0]), **scene_style)
+        layout.scene2 = dict(domain=dict(x=list(domains[1]), y=list(SCENE_Y)), **scene_style)
         layout.annotations = [
-            dict(text="ground truth", x=0.245, y=1.0, xref="paper", yref="paper", showarrow=False),
-            dict(text="prediction", x=0.755, y=1.0, xref="paper", yref="paper", showarrow=False),
+            dict(text=text, x=sum(domain) / 2, y=1.0, yanchor="bottom", xref="paper", yref="paper", showarrow=False)
+            for text, domain in zip(("ground truth", "prediction"), domains)
         ]
     return go.Figure(data=traces, layout=layout)
 
@@ -220,15 +259,52 @@ def _plane(array: np.ndarray | None, axis: int, index: int):
     return np.take(array, index, axis=axis)
 
 
-def slice_figure_png(case: CaseData, point: tuple[int, int, int], window="abdomen",
-                     dpi: int = 80) -> bytes:
-    """PNG of the three orthogonal planes through ``point`` (z, y, x), contours and error maps.
+#: Slice figure: width (inches), resolution, most height of one row of panels (inches), and the
+#: space for the titles above, between the two rows and for the legend below (inches).
+SLICE_WIDTH_IN, SLICE_DPI, SLICE_MAX_ROW_IN = 12.0, 80, 5.0
+SLICE_TOP_IN, SLICE_GAP_IN, SLICE_LEGEND_IN = 0.32, 0.12, 0.42
+SLICE_SIDE, SLICE_WSPACE = 0.01, 0.04
+
+
+def slice_panels(shape, spacing) -> list[tuple[int, float, float, float]]:
+    """The three planes as ``(axis, aspect, width_mm, height_mm)``: axial, coronal, sagittal.
+
+    ``aspect`` is the row spacing over the column spacing, the height/width of one displayed pixel
+    (matplotlib's ``imshow(aspect=...)``), so every panel shows its physical extent undistorted.
+
+    >>> [p[1] for p in slice_panels((10, 20, 30), (3.0, 0.8, 0.8))]
+    [1.0, 3.75, 3.75]
+    """
+    (nz, ny, nx), (dz, dy, dx) = shape, spacing
+    return [(0, dy / dx, nx * dx, ny * dy), (1, dz / dx, nx * dx, nz * dz), (2, dz / dy, ny * dy, nz * dz)]
+
+
+def slice_grid(panels) -> tuple[list[float], float]:
+    """Column width ratios and row height (inches) of the slice figure for :func:`slice_panels`.
+
+    At one scale that fits the three planes' widths into the figure, the row is as tall as the
+    tallest plane, capped at ``SLICE_MAX_ROW_IN``; a plane taller than the row is shown smaller
+    (height-limited), and its column narrows to its shown width so the others get the space.
+    """
+    axes_width_in = SLICE_WIDTH_IN * (1 - 2 * SLICE_SIDE) / (1 + SLICE_WSPACE * (len(panels) - 1) / len(panels))
+    scale = axes_width_in / sum(p[2] for p in panels)                       # inches per mm
+    row_in = min(max(p[3] for p in panels) * scale, SLICE_MAX_ROW_IN)
+    return [min(p[2] * scale, row_in * p[2] / p[3]) for p in panels], row_in
+
+
+def slice_figure(case: CaseData, point: tuple[int, int, int], window="abdomen", dpi: int = SLICE_DPI):
+    """The matplotlib ``Figure`` of the three orthogonal planes through ``point`` (z, y, x).
+
+    Top row: ground-truth and prediction contours on the windowed CT; bottom row: the error map.
+    Each panel is drawn at its physical aspect ratio (pixel height/width = row/column spacing);
+    all panels share one mm scale unless a long volume's row hits ``SLICE_MAX_ROW_IN`` (then the
+    coronal and sagittal planes are shown smaller, see :func:`slice_grid`).
 
     Args:
         case: loaded case.
         point: voxel indices (z, y, x), clipped to the volume.
         window: preset name (``"abdomen"``, ``"kidney"``, ``"bone"``) or ``(width, level)`` HU.
-        dpi: output resolution.
+        dpi: resolution of the figure.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -238,18 +314,18 @@ def slice_figure_png(case: CaseData, point: tuple[int, int, int], window="abdome
     lo, hi = window_limits(window)
     shape = case.shape
     point = tuple(int(np.clip(p, 0, s - 1)) for p, s in zip(point, shape))
-    dz, dy, dx = case.spacing
     image = case.image.array if case.image is not None else None
     label = case.label.array if case.label is not None else None
     pred = case.prediction.array if case.prediction is not None else None
-    # (axis, aspect = row spacing / column spacing)
-    planes = ((0, dy / dx), (1, dz / dx), (2, dz / dy))
-    widths = [shape[2] * dx, shape[2] * dx, shape[1] * dy]
-    fig = Figure(figsize=(12, 7.6), dpi=dpi, facecolor="white")
+    panels = slice_panels(shape, case.spacing)
+    widths, row_in = slice_grid(panels)
+    height_in = SLICE_TOP_IN + 2 * row_in + SLICE_GAP_IN + SLICE_LEGEND_IN
+    fig = Figure(figsize=(SLICE_WIDTH_IN, height_in), dpi=dpi, facecolor="white")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(2, 3, width_ratios=widths, hspace=0.12, wspace=0.04,
-                            left=0.01, right=0.99, top=0.94, bottom=0.07)
-    for col, ((axis, aspect), name) in enumerate(zip(planes, PANEL_NAMES)):
+    grid = fig.add_gridspec(2, 3, width_ratios=widths, hspace=SLICE_GAP_IN / row_in,
+                            wspace=SLICE_WSPACE, left=SLICE_SIDE, right=1 - SLICE_SIDE,
+                            top=1 - SLICE_TOP_IN / height_in, bottom=SLICE_LEGEND_IN / height_in)
+    for col, ((axis, aspect, _, _), name) in enumerate(zip(panels, PANEL_NAMES)):
         ct = _plane(image, axis, point[axis])
         gt = _plane(label, axis, point[axis])
         pr = _plane(pred, axis, point[axis])
@@ -263,25 +339,35 @@ def slice_figure_png(case: CaseData, point: tuple[int, int, int], window="abdome
             ax.imshow(background, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
+            ax.set_label(f"{name} {'contours' if row == 0 else 'errors'}")
             if row == 0:
                 ax.set_title(f"{name} {point[axis]}", fontsize=10)
                 for mask_plane, colour in ((gt, CONTOUR_GT), (pr, CONTOUR_PRED)):
                     if mask_plane is None:
                         continue
-                    for name, style in (("kidney", "solid"), ("tumor", "dashed")):
-                        m = structure_mask(mask_plane, name)
+                    for structure, style in (("kidney", "solid"), ("tumor", "dashed")):
+                        m = structure_mask(mask_plane, structure)
                         if m.any() and not m.all():
                             ax.contour(m.astype(np.float32), levels=[0.5], colors=[colour],
                                        linewidths=1.3, linestyles=style)
             else:
                 ax.imshow(error_rgba(gt, pr), aspect=aspect, interpolation="nearest")
+            # contours must not change the view: the panel shows exactly the plane's pixels
+            ax.set_xlim(-0.5, background.shape[1] - 0.5)
+            ax.set_ylim(background.shape[0] - 0.5, -0.5)
     handles = [Line2D([], [], color=CONTOUR_GT, label="ground truth (dashed: tumor)"),
                Line2D([], [], color=CONTOUR_PRED, label="prediction (dashed: tumor)"),
                Patch(color=FP_COLOUR, label="false positive"), Patch(color=FN_COLOUR, label="false negative"),
                Patch(color=SWAP_COLOUR, label="kidney/tumor swapped")]
     fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=9, frameon=False)
+    return fig
+
+
+def slice_figure_png(case: CaseData, point: tuple[int, int, int], window="abdomen",
+                     dpi: int = SLICE_DPI) -> bytes:
+    """PNG bytes of :func:`slice_figure` (what the dashboard shows)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    slice_figure(case, point, window, dpi).savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
 
 
@@ -306,4 +392,5 @@ def error_rgba(gt: np.ndarray | None, pred: np.ndarray | None, alpha: float = 0.
 
 
 __all__ = ["bone_surface", "case_surfaces", "error_rgba", "focus_point", "label_surfaces",
-           "mask_centre", "mask_surface", "pool_mask", "slice_figure_png", "structure_mask", "surfaces_figure"]
+           "label_frame", "mask_centre", "mask_surface", "pool_mask", "scene_viewport", "slice_figure",
+           "slice_figure_png", "slice_grid", "slice_panels", "structure_mask", "surfaces_figure"]

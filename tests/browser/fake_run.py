@@ -20,6 +20,11 @@ from kidneyseg.viewer.metrics import quick_metrics
 
 SHAPE = (40, 96, 96)
 SPACING = (2.5, 1.6, 1.6)
+#: The 'tall' case: thick slices, fine in-plane spacing, 480 mm long, kidneys high up (far from
+#: the volume's centre), the spine over the whole length: what the demo's phantoms look like to the
+#: 3D view (a plotly camera fitted to all data cut such kidneys off) and to the slice panels.
+TALL_SHAPE = (96, 128, 160)
+TALL_SPACING = (5.0, 0.8, 0.8)
 
 
 def _ellipsoid(shape, centre, radii):
@@ -43,6 +48,32 @@ def synth_case(seed: int, shape=SHAPE):
     t_centre = (z / 2 + rng.uniform(-3, 3), y * 0.58, x / 2 + side * x * 0.26)
     t_r = rng.uniform(4.5, 7.0)
     label[_ellipsoid(shape, t_centre, (t_r * 0.7, t_r, t_r))] = 2
+    ct[label == 1] = 180.0
+    ct[label == 2] = 90.0
+    ct += rng.normal(0, 12, shape).astype(np.float32)
+    return ct, label
+
+
+def _ellipsoid_mm(shape, spacing, centre_mm, radii_mm):
+    zz, yy, xx = (np.arange(n) * d for n, d in zip(shape, spacing))
+    return (((zz[:, None, None] - centre_mm[0]) / radii_mm[0]) ** 2
+            + ((yy[None, :, None] - centre_mm[1]) / radii_mm[1]) ** 2
+            + ((xx[None, None, :] - centre_mm[2]) / radii_mm[2]) ** 2) <= 1.0
+
+
+def tall_case(seed: int, shape=TALL_SHAPE, spacing=TALL_SPACING):
+    """(ct, label) (z, y, x) of the tall anisotropic case; structures sized in mm (kidneys 100 x 40
+    x 32 mm, 70 mm apart, centred 90 mm below the top slice; a 24 mm tumor)."""
+    rng = np.random.default_rng(seed)
+    ext = [n * d for n, d in zip(shape, spacing)]
+    ct = np.full(shape, -1000.0, np.float32)
+    ct[_ellipsoid_mm(shape, spacing, (ext[0] / 2, ext[1] / 2, ext[2] / 2), (ext[0], ext[1] * 0.45, ext[2] * 0.47))] = 40.0
+    ct[_ellipsoid_mm(shape, spacing, (ext[0] / 2, ext[1] * 0.72, ext[2] / 2), (ext[0], 11, 11))] = 700.0  # spine
+    label = np.zeros(shape, np.uint8)
+    for side in (-1, 1):
+        label[_ellipsoid_mm(shape, spacing, (90 + rng.uniform(-5, 5), ext[1] * 0.6, ext[2] / 2 + side * 35),
+                            (50, 20, 16))] = 1
+    label[_ellipsoid_mm(shape, spacing, (95, ext[1] * 0.6, ext[2] / 2 + 35 + 14), (12, 12, 12))] = 2
     ct[label == 1] = 180.0
     ct[label == 2] = 90.0
     ct += rng.normal(0, 12, shape).astype(np.float32)
@@ -82,22 +113,26 @@ def case_metrics_row(label: np.ndarray, pred: np.ndarray, spacing) -> dict:
 
 
 def make_fake_run(root: Path, n_cases: int = 3, seed: int = 0, with_metrics: bool = True,
-                  phantom: bool = False) -> Path:
+                  phantom: bool = False, tall: bool = False) -> Path:
     """Write ``root/data`` (KiTS layout + manifest.csv) and ``root/run`` (run.json ...); return run dir.
 
     ``phantom=True`` uses ``kidneyseg.data.phantom.make_phantom`` when it exists (realistic CT,
     tumor sizes vary); the default synthetic cases have fixed-size structures, which the browser
-    test's pixel-count thresholds rely on.
+    test's pixel-count thresholds rely on. ``tall=True`` adds one more case, the
+    :func:`tall_case` (thick slices, kidneys far from the volume's centre).
     """
     root = Path(root)
     data = root / "data"
     run = root / "run"
     (run / "predictions").mkdir(parents=True, exist_ok=True)
     rows, metrics = [], []
-    for i in range(n_cases):
+    for i in range(n_cases + int(tall)):
         case_id = f"case_{i:05d}"
-        made = phantom_case(seed + i) if phantom else None
-        if made is None:
+        made = phantom_case(seed + i) if phantom and i < n_cases else None
+        if i == n_cases:
+            ct, label = tall_case(seed + i)
+            spacing = TALL_SPACING
+        elif made is None:
             ct, label = synth_case(seed + i)
             spacing = SPACING
         else:
