@@ -8,7 +8,8 @@ scale bar in mm and orientation letters at its edges. The letters come from the 
 (:func:`edge_letters`), not from an assumed array order, so an axial panel shows the patient's
 right on the image's left (radiological convention) exactly when the affine says so.
 
-Pixels are square in mm. Coronal and sagittal panels are cut to the labelled region plus
+Pixels are square in mm. Each panel is cut to the body (above -500 HU) plus
+:data:`BODY_MARGIN_MM`, and coronal and sagittal panels to the labelled region plus
 :data:`Z_MARGIN_MM` above and below, so a long scan does not turn them into thin strips. Only the
 three planes are read from the volume.
 
@@ -28,12 +29,15 @@ from ..errors import atomic_path
 from ..io import Volume
 from ..io.segments import SEGMENTS
 from ..measure.components import bounding_box, component_sizes, components
+from ..measure.statistics import BODY_HU
 from ..preprocess.intensity import WINDOWS, window
 
 __all__ = ["Z_MARGIN_MM", "edge_letters", "focus_point", "save_preview"]
 
 #: Coronal/sagittal panels show the labelled z-range plus this much above and below (mm).
 Z_MARGIN_MM = 60.0
+#: Each panel is cut to the body (voxels above ``BODY_HU``) plus this margin (mm).
+BODY_MARGIN_MM = 10.0
 _LETTERS = (("L", "R"), ("P", "A"), ("I", "S"))  # RAS: (towards -, towards +) per world axis
 
 
@@ -72,6 +76,16 @@ def focus_point(labels: np.ndarray) -> tuple[int, int, int]:
     return tuple(int(round(c)) + s.start for c, s in zip(centre, box))  # type: ignore[return-value]
 
 
+def _body_crop(image2d: np.ndarray, labels2d: np.ndarray, spacing_rc) -> tuple[slice, slice]:
+    """The plane cut to the body (voxels above :data:`BODY_HU`) and the labels, plus :data:`BODY_MARGIN_MM`."""
+    keep = (np.asarray(image2d) > BODY_HU) | (labels2d > 0)
+    box = bounding_box(keep)
+    if box is None:
+        return slice(None), slice(None)
+    return tuple(slice(max(b.start - int(round(BODY_MARGIN_MM / s)), 0), min(b.stop + int(round(BODY_MARGIN_MM / s)), n))
+                 for b, s, n in zip(box, spacing_rc, image2d.shape))  # type: ignore[return-value]
+
+
 def _scale_bar_mm(width_mm: float) -> float:
     for length in (200, 100, 50, 20, 10, 5, 2, 1):
         if length <= 0.3 * width_mm:
@@ -90,7 +104,7 @@ def _panel(ax, image2d, labels2d, spacing_rc, letters, title, lo, hi):
         if mask.any() and not mask.all():
             ax.contour(xs, ys, mask.astype(np.float32), levels=[0.5], colors=[np.array(seg.rgb) / 255.0],
                        linewidths=1.4)
-    kw = dict(color="#ffd24a", fontsize=12, fontweight="bold", ha="center", va="center")
+    kw = dict(color="#3ee6ff", fontsize=12, fontweight="bold", ha="center", va="center")
     W, H = w * sx, h * sy
     ax.text(0.03 * W, H / 2, letters["left"], **kw)
     ax.text(0.97 * W, H / 2, letters["right"], **kw)
@@ -145,11 +159,13 @@ def save_preview(volume: Volume, labels: np.ndarray, path: os.PathLike | str, ca
     z0, z1 = max(zr[0] - margin, 0), min(zr[1] + margin, img.shape[0])
     lo, hi = WINDOWS["abdomen"][1] - WINDOWS["abdomen"][0] / 2, WINDOWS["abdomen"][1] + WINDOWS["abdomen"][0] / 2
     aff = volume.affine
-    panels = [
+    planes = [  # (image, labels, (row, column) spacing, letters, title)
         (img[k], labels[k], (sy, sx), edge_letters(aff, 1, 2), f"axial (slice {k})"),
         (img[z0:z1, j], labels[z0:z1, j], (sz, sx), edge_letters(aff, 0, 2), f"coronal (row {j})"),
         (img[z0:z1, :, i], labels[z0:z1, :, i], (sz, sy), edge_letters(aff, 0, 1), f"sagittal (column {i})"),
     ]
+    panels = [(im2[c], lab2[c], sp, letters, title) for im2, lab2, sp, letters, title in planes
+              for c in [_body_crop(im2, lab2, sp)]]
     widths = [p[0].shape[1] * p[2][1] for p in panels]
     heights = [p[0].shape[0] * p[2][0] for p in panels]
     height_in = 4.2
