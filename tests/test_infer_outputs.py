@@ -220,3 +220,22 @@ def test_preview_orientation_letters_follow_the_affine():
     assert focus_point(lab) == (7, 7, 7)
     lab[lab == 2] = 1
     assert focus_point(lab) == (5, 5, 5)
+
+
+def test_a_folder_of_mixed_inputs_lists_every_ct_and_no_output(tmp_path, write_nifti):
+    import SimpleITK as sitk
+
+    from kidneyseg.infer.predict import list_inputs
+
+    from .dicom_helpers import phantom, zip_folder
+
+    ct = two_kidney_ct((10, 40, 44))
+    write_nifti(ct, kits_affine(SPACING), "in/a.nii.gz", np.int16)
+    sitk.WriteImage(sitk.GetImageFromArray(ct), str(tmp_path / "in" / "b.nrrd"))
+    sitk.WriteImage(sitk.GetImageFromArray(ct), str(tmp_path / "in" / "c.mha"))
+    zip_folder(write_ct_series(phantom(), tmp_path / "series"), tmp_path / "in" / "d.zip")
+    write_ct_series(phantom(), tmp_path / "in" / "e" / "ct")              # a DICOM folder one level down
+    sitk.WriteImage(sitk.GetImageFromArray(ct.astype(np.uint8) * 0), str(tmp_path / "in" / "a.seg.nrrd"))
+    cases = list_inputs(tmp_path / "in")
+    assert [(c, p.name) for c, p in cases] == [("a", "a.nii.gz"), ("b", "b.nrrd"), ("c", "c.mha"), ("d", "d.zip"),
+                                               ("e", "e")]

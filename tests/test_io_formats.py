@@ -136,3 +136,14 @@ def test_dicom_seg_needs_a_dicom_input(tmp_path, write_nifti):
     with pytest.raises(KidneysegError, match="--format dicom-seg needs a DICOM series") as info:
         save_dicom_seg(np.zeros(vol.shape, np.uint8), target, vol)
     assert "\n" not in str(info.value) and not target.exists()
+
+
+def test_an_empty_prediction_still_makes_a_valid_dicom_seg(tmp_path, capfd):
+    import highdicom as hd
+
+    vol = load_volume(write_ct_series(phantom(), tmp_path / "ct"))
+    out = save_dicom_seg(np.zeros(vol.shape, np.uint8), tmp_path / "empty.seg.dcm", vol)
+    uids = [h.SOPInstanceUID for h in vol.source.dicom.headers]
+    back = hd.seg.segread(str(out)).get_pixels_by_source_instance(uids, combine_segments=True)
+    assert back.shape == (len(uids), 32, 32) and back.max() == 0
+    assert capfd.readouterr().err == ""       # no library log line

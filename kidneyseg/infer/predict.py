@@ -31,6 +31,11 @@ from .sliding_window import check_overlap
 CASE_FILE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".zip")
 
 
+def _is_seg_output(p: Path) -> bool:
+    """A label file kidneyseg writes beside its inputs' kind (``.seg.nrrd``), never a CT to predict."""
+    return p.name.lower().endswith(".seg.nrrd")
+
+
 def _case_id(p: Path) -> str:
     name = p.name
     for ext in CASE_FILE_SUFFIXES:
@@ -85,7 +90,7 @@ def list_inputs(path: os.PathLike | str) -> list[tuple[str, Path]]:
     cases: dict[str, Path] = {}
     studies: dict[str, str | None] = {}
     for e in entries:
-        if e.is_file() and (is_nifti_name(e) or ((is_itk_name(e) or is_zip_name(e)) and not is_label_file_name(e))):
+        if e.is_file() and (is_nifti_name(e) or is_itk_name(e) or is_zip_name(e)) and not _is_seg_output(e):
             cases[_case_id(e)] = e
         elif e.is_dir():
             if (e / "imaging.nii.gz").is_file():

@@ -81,9 +81,12 @@ def load_volume(path: os.PathLike | str, kind: Kind = "image", series_uid: str |
     return load_nifti(path, kind)
 
 
+#: The name this reader had before ``kidneyseg.io`` became a package (same function).
+load_dicom_series = load_dicom
+
 __all__ = [
     "CANONICAL_AXCODES", "LABEL_VALUES", "HeaderInfo", "KidneysegError", "SourceGeometry", "Volume",
-    "affine_from_spacing", "from_canonical", "input_format", "is_nifti_name", "is_zip_name", "load_dicom",
+    "affine_from_spacing", "from_canonical", "input_format", "is_nifti_name", "is_zip_name", "load_dicom", "load_dicom_series",
     "load_volume", "new_volume", "obliquity_degrees", "read_header", "save_dicom_seg", "save_like",
     "save_seg_nrrd", "save_volume", "spacing_from_affine", "to_canonical",
 ]

@@ -14,6 +14,7 @@ combine_segments=True)`` returns the label values per source slice.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -89,14 +90,20 @@ def save_dicom_seg(labels: np.ndarray, path: os.PathLike | str, like: Volume) ->
     frames = np.ascontiguousarray(from_canonical(labels, like.source), dtype=np.uint8)  # (slice, row, column)
     if frames.shape[0] != len(series.headers):
         raise ValueError(f"{frames.shape[0]} label slices for {len(series.headers)} source images")
-    seg = hd.seg.Segmentation(
-        source_images=series.headers, pixel_array=frames, segmentation_type="BINARY",
-        segment_descriptions=_descriptions(), series_instance_uid=generate_uid(),
-        series_number=SEG_SERIES_NUMBER, sop_instance_uid=generate_uid(), instance_number=1,
-        manufacturer="kidneyseg", manufacturer_model_name="kidneyseg cascade 3D U-Net",
-        software_versions=__version__, device_serial_number="0", series_description="kidneyseg kidney and tumor",
-        content_label="KIDNEYSEG", content_description="kidney and renal tumor segmentation",
-        transfer_syntax_uid=ExplicitVRLittleEndian, omit_empty_frames=True)
+    log = logging.getLogger("highdicom")
+    level = log.level
+    log.setLevel(logging.ERROR)  # an all-empty prediction is encoded with all frames: not worth a line
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=series.headers, pixel_array=frames, segmentation_type="BINARY",
+            segment_descriptions=_descriptions(), series_instance_uid=generate_uid(),
+            series_number=SEG_SERIES_NUMBER, sop_instance_uid=generate_uid(), instance_number=1,
+            manufacturer="kidneyseg", manufacturer_model_name="kidneyseg cascade 3D U-Net",
+            software_versions=__version__, device_serial_number="0", series_description="kidneyseg kidney and tumor",
+            content_label="KIDNEYSEG", content_description="kidney and renal tumor segmentation",
+            transfer_syntax_uid=ExplicitVRLittleEndian, omit_empty_frames=True)
+    finally:
+        log.setLevel(level)
     with atomic_path(path) as tmp:
         seg.save_as(str(tmp))
     return path
