@@ -10,7 +10,7 @@ from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, generate_uid
 
 from kidneyseg.errors import KidneysegError
 from kidneyseg.io import load_volume
-from kidneyseg.io.dicom import list_series
+from kidneyseg.io.dicom_files import list_series
 
 from .dicom_helpers import expected_affine, phantom, write_ct_series, zip_folder
 

@@ -74,7 +74,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def _list_series(path: str) -> int:
     """Print the DICOM series of each DICOM case under ``path``; ``*`` marks the default choice."""
     from ..io import input_format
-    from ..io.dicom import list_series
+    from ..io.dicom_files import list_series
     from .predict import list_inputs
 
     cases = [(cid, p) for cid, p in list_inputs(path) if input_format(p) == "dicom"]

@@ -48,7 +48,7 @@ def _dicom_study(folder: Path) -> str | None:
     """The ``StudyInstanceUID`` of the first DICOM file below ``folder`` (``None``: no DICOM there)."""
     import pydicom
 
-    from ..io.dicom import first_dicom_file
+    from ..io.dicom_files import first_dicom_file
 
     first = first_dicom_file(folder)
     if first is None:
@@ -74,7 +74,7 @@ def list_inputs(path: os.PathLike | str) -> list[tuple[str, Path]]:
     Raises:
         KidneysegError: nothing usable found.
     """
-    from ..io.dicom import is_dicom_file
+    from ..io.dicom_files import is_dicom_file
 
     path = Path(path)
     if not path.exists():

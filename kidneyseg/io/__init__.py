@@ -4,15 +4,10 @@ Every array inside kidneyseg is laid out **(z, y, x)** in the orientation ``('I'
 (:mod:`kidneyseg.io.volume`); spacing is in mm in (z, y, x) order. Readers, one per format, all
 return a :class:`Volume` whose ``source`` undoes the canonical permutation exactly:
 
-==========================  ==============================================  ==========================
-input                       read by                                         module
-==========================  ==============================================  ==========================
-``.nii``, ``.nii.gz``       nibabel                                         :mod:`.nifti`
-``.nrrd``/``.nhdr``,        SimpleITK                                       :mod:`.itk_files`
-``.mha``/``.mhd``
-DICOM folder, ``.zip``      pydicom (+ pylibjpeg/pyjpegls for JPEG 2000,    :mod:`.dicom`
-                            JPEG-LS, JPEG lossless)
-==========================  ==============================================  ==========================
+* ``.nii``, ``.nii.gz``: nibabel (:mod:`.nifti`);
+* ``.nrrd``/``.nhdr``, ``.mha``/``.mhd``: SimpleITK (:mod:`.itk_files`);
+* a DICOM folder or ``.zip``: pydicom, with pylibjpeg/pyjpegls for JPEG 2000, JPEG-LS and JPEG
+  lossless pixel data (:mod:`.dicom_files` finds and picks the series, :mod:`.dicom` reads it).
 
 Label outputs: NIfTI (:func:`save_like`), a Slicer segmentation ``.seg.nrrd``
 (:func:`save_seg_nrrd`) or a DICOM SEG referencing a DICOM input (:func:`save_dicom_seg`); the
@@ -29,7 +24,8 @@ import os
 from pathlib import Path
 
 from ..errors import KidneysegError, fail
-from .dicom import is_dicom_file, load_dicom
+from .dicom import load_dicom
+from .dicom_files import is_dicom_file
 from .dicom_seg import save_dicom_seg
 from .itk_files import is_itk_name, load_itk_file, save_seg_nrrd
 from .nifti import HeaderInfo, is_nifti_name, load_nifti, read_header, save_like, save_volume
