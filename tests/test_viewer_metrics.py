@@ -8,15 +8,18 @@ import numpy as np
 import pytest
 
 from kidneyseg.evaluate import metrics as evaluate
-from kidneyseg.viewer.metrics import largest_diameter_mm, quick_metrics
+from kidneyseg.io import affine_from_spacing
+from kidneyseg.viewer.metrics import largest_tumor_diameter_mm, quick_metrics
 
 
-def test_largest_diameter_of_a_bar_and_of_the_biggest_component():
-    m = np.zeros((5, 5, 30), bool)
-    m[2, 2, 2:13] = True                                # 11 voxels: centres 10 voxels apart
-    m[2, 2, 20:23] = True                               # a smaller second component, ignored
-    assert largest_diameter_mm(m, (1.0, 1.0, 0.8)) == pytest.approx(8.0)
-    assert math.isnan(largest_diameter_mm(np.zeros((3, 3, 3), bool), (1, 1, 1)))
+def test_largest_tumor_diameter_is_the_biggest_components():
+    m = np.zeros((5, 5, 30), np.uint8)
+    m[1:4, 1:4, 1:29] = 1
+    m[2, 2, 2:13] = 2                                   # 11 voxels: centres 10 voxels apart
+    m[2, 2, 20:23] = 2                                  # a smaller second tumor, not the largest
+    assert largest_tumor_diameter_mm(m, affine_from_spacing((1.0, 1.0, 0.8))) == pytest.approx(8.0)
+    assert math.isnan(largest_tumor_diameter_mm(np.zeros((3, 3, 3), np.uint8), np.eye(4)))
+    assert math.isnan(largest_tumor_diameter_mm(None, np.eye(4)))
 
 
 def test_quick_metrics_kits_convention():
@@ -54,5 +57,6 @@ def test_values_are_evaluates_on_the_whole_volume():
 def test_the_viewer_has_no_metric_implementation_of_its_own():
     import kidneyseg.viewer.metrics as vm
 
-    for name in ("dice", "hd95", "surface_dice", "surface_distances"):
+    for name in ("dice", "hd95", "surface_dice", "surface_distances", "largest_diameter_mm", "ConvexHull",
+                 "ndimage"):
         assert not hasattr(vm, name), name

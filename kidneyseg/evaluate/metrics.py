@@ -41,6 +41,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
+from ..measure.volumes import volume_ml  # re-exported: one volume definition for the package
+
 #: Names of the scored regions and how they are taken from a label map.
 REGIONS = {
     "kidney": lambda lab: lab > 0,
@@ -119,12 +121,6 @@ def kits_dice(pred_labels: np.ndarray, gt_labels: np.ndarray) -> dict[str, float
     k = dice(pred_labels > 0, gt_labels > 0)
     t = dice(pred_labels == 2, gt_labels == 2)
     return {"kidney_dice": k, "tumor_dice": t, "mean_dice": mean_dice({"kidney": k, "tumor": t})}
-
-
-def volume_ml(mask: np.ndarray, spacing: Sequence[float]) -> float:
-    """Volume of a boolean mask in millilitres (1 ml = 1000 mm³)."""
-    sp = _check_spacing(spacing)
-    return float(np.count_nonzero(mask)) * sp[0] * sp[1] * sp[2] / 1000.0
 
 
 # ------------------------------------------------------------------------------ surfaces

@@ -44,6 +44,7 @@ from ..model.folder import ModelFolder, load_stage
 from ..model.inputs import prior_channels, stage_channels
 from ..preprocess.plan import Plan
 from .postprocess import get_strategy, load_choice, postprocess
+from .probabilities import BoxProbabilities
 from .sliding_window import check_overlap, sliding_window_predict
 
 
@@ -105,7 +106,7 @@ def _stage_bar(progress: bool, case_id: str):
 
 def predict_volume(volume: Volume, model: CascadeModel, overlap: float = 0.5, tta: bool = False,
                    batch_size: int = 1, progress: bool = True, case_id: str = "case",
-                   body_crop: bool = True) -> tuple[np.ndarray, dict[str, float]]:
+                   body_crop: bool = True, probabilities: bool = False):
     """Segment one CT volume with the cascade.
 
     Args:
@@ -118,10 +119,14 @@ def predict_volume(volume: Volume, model: CascadeModel, overlap: float = 0.5, tt
         case_id: name shown in progress and messages.
         body_crop: run stage 1 on the body's bounding box only (the field of view's air around the
             patient cannot hold a kidney); ``False``: on the whole volume.
+        probabilities: also return stage 2's kidney and tumor probabilities inside the ROI box
+            (float16, :class:`~kidneyseg.infer.probabilities.BoxProbabilities`, before
+            post-processing).
 
     Returns:
         ``(labels, timings)``: uint8 (z, y, x) labels on ``volume``'s grid and seconds per stage
-        (``stage1``, ``roi``, ``stage2``, ``postprocess``).
+        (``stage1``, ``roi``, ``stage2``, ``postprocess``); with ``probabilities=True``
+        ``(labels, timings, box_probabilities)``.
     """
     from ..preprocess.body import body_slices
     from ..preprocess.case import paste_label_back, preprocess_case
@@ -177,10 +182,17 @@ def predict_volume(volume: Volume, model: CascadeModel, overlap: float = 0.5, tt
     # past the volume's edge, the rest is padding whose labels paste_label_back drops anyway.
     inside = props2.inside_slices()
     fine = np.zeros(tuple(inp.shape[1:]), np.uint8)
-    fine[inside] = sliding_window_predict(inp[(slice(None), *inside)], model.stage2, model.patch2,
-                                          mirror_axes=(0, 1, 2) if tta else None, desc=f"{case_id} stage 2",
-                                          **sw).labels
-    del inp
+    res2 = sliding_window_predict(inp[(slice(None), *inside)], model.stage2, model.patch2,
+                                  mirror_axes=(0, 1, 2) if tta else None, desc=f"{case_id} stage 2",
+                                  return_probs=probabilities, **sw)
+    fine[inside] = res2.labels
+    box_probs = None
+    if probabilities:  # the part of the box inside the volume, with its place on the original grid
+        box_probs = BoxProbabilities(
+            res2.probs[1], res2.probs[2],
+            tuple(m.offset + m.step * sl.start for m, sl in zip(props2.maps, inside)),
+            tuple(m.step for m in props2.maps), shape, np.asarray(volume.affine, float).copy())
+    del inp, res2
     t["stage2"] = time.perf_counter() - t0
     bar.update(1)
 
@@ -193,7 +205,7 @@ def predict_volume(volume: Volume, model: CascadeModel, overlap: float = 0.5, tt
     t["postprocess"] = time.perf_counter() - t0
     bar.update(2)
     bar.close()
-    return labels, t
+    return (labels, t, box_probs) if probabilities else (labels, t)
 
 
 __all__ = ["CascadeModel", "predict_volume"]

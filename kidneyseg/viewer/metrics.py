@@ -16,39 +16,26 @@ maps. Everything is NaN where the reference structure is empty.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from ..evaluate.metrics import case_metrics, volume_ml
-from ..measure.components import bounding_box, keep_largest
+from ..measure.components import bounding_box
+from ..measure.statistics import case_statistics
 from .catalog import METRIC_COLUMNS, VOLUME_KEYS, CaseData
 
 #: Surface-Dice tolerance (mm) when the viewer computes the metrics itself (evaluate's default).
 TOLERANCE_MM = 2.0
 
 
-def largest_diameter_mm(mask: np.ndarray, spacing) -> float:
-    """Largest extent (max distance between two voxel centres) of the biggest component, in mm.
+def largest_tumor_diameter_mm(labels: np.ndarray | None, affine) -> float:
+    """Longest 3-D diameter (mm) of the largest tumor of a label map, NaN without a tumor.
 
-    KiTS19's ``tumor_size`` (kits.json, cm) is the radiologist's largest diameter; this is the
-    comparable figure measured on a label map. NaN for an empty mask.
+    The figure ``predict --statistics`` reports (:func:`kidneyseg.measure.statistics.case_statistics`);
+    KiTS19's ``tumor_size`` (kits.json, cm) is the radiologist's comparable measurement.
     """
-    mask = np.asarray(mask, bool)
-    box = bounding_box(mask, 1)
-    if box is None:
+    if labels is None:
         return float("nan")
-    mask = keep_largest(mask[box])  # crop first: labelling a 1059 x 512 x 512 volume takes seconds
-    points = np.argwhere(mask & ~ndimage.binary_erosion(mask, border_value=0)) * np.asarray(spacing, float)
-    if len(points) > 4:
-        from scipy.spatial import ConvexHull, QhullError
-
-        try:
-            points = points[ConvexHull(points).vertices]
-        except QhullError:  # flat (one-slice) components: fall back to all boundary points
-            pass
-    if len(points) > 3000:  # keep the pairwise step bounded
-        points = points[np.random.default_rng(0).choice(len(points), 3000, replace=False)]
-    diff = points[:, None, :] - points[None, :, :]
-    return float(np.sqrt((diff ** 2).sum(-1)).max())
+    stats = case_statistics(labels, affine)
+    return stats.tumors[0].diameter_3d_mm if stats.tumors else float("nan")
 
 
 def quick_metrics(label: np.ndarray | None, prediction: np.ndarray | None, spacing,
@@ -106,10 +93,9 @@ def case_summary(case: CaseData, tolerance_mm: float = TOLERANCE_MM) -> dict:
     else:
         out = quick_metrics(label, pred, spacing, tolerance_mm)
         out["source"] = "viewer"
-    out["tumor_diameter_gt_cm"] = (largest_diameter_mm(label == 2, spacing) / 10.0
-                                   if label is not None else float("nan"))
-    out["tumor_diameter_pred_cm"] = (largest_diameter_mm(pred == 2, spacing) / 10.0
-                                     if pred is not None else float("nan"))
+    affine = case.reference.affine
+    out["tumor_diameter_gt_cm"] = largest_tumor_diameter_mm(label, affine) / 10.0
+    out["tumor_diameter_pred_cm"] = largest_tumor_diameter_mm(pred, affine) / 10.0
     out["tumor_size_cm"] = _num(case.entry.info.get("tumor_size_cm"))
     out["tolerance_mm"] = tolerance_mm
     return out
@@ -122,4 +108,4 @@ def _num(value) -> float:
         return float("nan")
 
 
-__all__ = ["TOLERANCE_MM", "case_summary", "largest_diameter_mm", "quick_metrics", "volumes_ml"]
+__all__ = ["TOLERANCE_MM", "case_summary", "largest_tumor_diameter_mm", "quick_metrics", "volumes_ml"]
