@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ...errors import KidneysegError, ensure_output_dir, fail, write_text_atomic
+from ...errors import ensure_output_dir, fail, write_text_atomic
 from ...io import affine_from_spacing
 from .generate import painted_scene, synthetic_scene
 from .options import PhantomOptions
@@ -171,8 +171,5 @@ def write_phantoms(out_dir: os.PathLike | str, n_cases: int = 8, seed: int = 0,
     if progress and made < len(results):
         tqdm.write(f"{len(results) - made} finished case(s) kept (resume); {made} made")
     write_text_atomic(Path(out_dir) / "kits.json", json.dumps(records, indent=1))
-    try:
-        return build_manifest(out_dir, Path(out_dir) / "manifest.csv", workers=max(1, int(workers)), seed=int(seed),
-                              progress=False, n_val=n_val)
-    except KidneysegError:
-        raise
+    return build_manifest(out_dir, Path(out_dir) / "manifest.csv", workers=max(1, int(workers)), seed=int(seed),
+                          progress=False, n_val=n_val)

@@ -24,7 +24,7 @@ from ...measure.components import bounding_box
 from .appearance import T, tumor_id
 from .body import Anatomy, KidneyInfo
 from .fields import ValueNoise, wobble
-from .organs import _rotation
+from .organs import random_rotation
 from .shapes import Ellipsoid, Slab, paint
 from .tumor_sizes import draw_diameter_cm
 
@@ -146,7 +146,7 @@ def draw_kidneys(rng: np.random.Generator, anat: Anatomy, shape, spacing, tumor_
         else:
             dist = reach + rt * rng.uniform(-0.1, 0.5)
         tc = c + u * dist
-        paint(label, slab, Ellipsoid(tc, tr, _rotation(rng, 0.5), (0.07, wobble(rng))), 2)
+        paint(label, slab, Ellipsoid(tc, tr, random_rotation(rng, 0.5), (0.07, wobble(rng))), 2)
         diam = max(diam, d_cm * kidney_scale * anat.scale)
     return label, diam
 

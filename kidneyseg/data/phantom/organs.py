@@ -51,7 +51,7 @@ def paint_layers(tissue, slab, layers, cavity) -> None:
               where=cavity if ly.in_cavity else None)
 
 
-def _rotation(rng, spread: float) -> np.ndarray:
+def random_rotation(rng, spread: float) -> np.ndarray:
     """A random rotation near the identity (angles ~ N(0, spread) rad), rows = axes in (z, y, x)."""
     a, b, c = rng.normal(0, spread, 3)
     rz = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
@@ -95,10 +95,10 @@ def _viscera(f: _Frame, rng, contrast: bool) -> list[Layer]:
     L: list[Layer] = []
     # Liver: a big right lobe, a left lobe crossing the midline in front, wobbly outlines.
     L.append(Layer(T["liver"], Ellipsoid(f.p(-85, -0.05, -0.42), (95 * s, 0.82 * a.b_in, 0.52 * a.a_in),
-                                         _rotation(rng, 0.08), (0.07, wobble(rng))), True))
+                                         random_rotation(rng, 0.08), (0.07, wobble(rng))), True))
     L.append(Layer(T["liver"], Ellipsoid(f.p(-115, -0.45, 0.12), (45 * s, 0.38 * a.b_in, 0.48 * a.a_in),
-                                         _rotation(rng, 0.1), (0.08, wobble(rng))), True))
-    gb = Ellipsoid(f.p(rng.uniform(-45, -20), -0.42, -0.28), (32 * s, 14 * s, 15 * s), _rotation(rng, 0.3))
+                                         random_rotation(rng, 0.1), (0.08, wobble(rng))), True))
+    gb = Ellipsoid(f.p(rng.uniform(-45, -20), -0.42, -0.28), (32 * s, 14 * s, 15 * s), random_rotation(rng, 0.3))
     L.append(Layer(T["gallbladder"], gb, True, over=_SOFT))
     # Spleen: a crescent against the left posterolateral wall (concave towards the hilum).
     rot = _axial_rotation(-0.6)
@@ -109,7 +109,7 @@ def _viscera(f: _Frame, rng, contrast: bool) -> list[Layer]:
     # Stomach: wall, fluid (or oral contrast) and a gas cap in front.
     st = f.p(-110, -0.3, 0.32)
     r = np.array([55 * s, 0.32 * a.b_in, 0.3 * a.a_in])
-    rot = _rotation(rng, 0.15)
+    rot = random_rotation(rng, 0.15)
     level = st[1] - r[1] * rng.uniform(0.1, 0.7)
     _hollow(L, Ellipsoid(st, r, rot, (0.05, wobble(rng))), Ellipsoid(st, r - 5 * s, rot),
             T["oral_contrast"] if contrast else T["bowel_fluid"], level)
@@ -131,7 +131,7 @@ def _viscera(f: _Frame, rng, contrast: bool) -> list[Layer]:
         c = f.p(rng.uniform(-20, 230), rng.uniform(-0.85, 0.2), rng.uniform(-0.65, 0.65))
         rb = rng.uniform(11, 17) * s
         radii = np.array([rb * rng.uniform(1.0, 2.4), rb, rb])
-        rot = _rotation(rng, 1.2)
+        rot = random_rotation(rng, 1.2)
         content = T["oral_contrast"] if contrast and rng.random() < 0.7 else T["bowel_fluid"]
         gas = c[1] - rb * rng.uniform(0.0, 0.6) if rng.random() < 0.2 else None
         _hollow(L, Ellipsoid(c, radii, rot), Ellipsoid(c, radii - 2.5 * s, rot), content, gas)

@@ -3,7 +3,8 @@ slab by slab, compressed with ISA-L's gzip (``isal``), renamed into place only w
 
 Memory: the label stays in the file's layout (nibabel's array, 1 byte per voxel for uint8), the
 image is assembled in the file's layout as int16 (2 bytes per voxel), and only ``slab`` slices are
-worked on in float32 at a time; the 1059 x 512 x 512 KiTS19 case peaks near 1.3 GB.
+worked on in float32 at a time: painting the 1059 x 512 x 512 KiTS19 case peaked at 1.41 GiB
+for the whole ``kidneyseg phantom`` process tree (measured, docs/data.md).
 
 Compression (measured, docs/data.md): gzip level 1 through ``isal.igzip`` is ~3x faster than
 zlib's level 1 (nibabel's default) at the same ratio on noisy int16 CT, and the files are plain
