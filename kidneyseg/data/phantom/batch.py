@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -53,6 +54,18 @@ def _source_stamp(path: Path) -> dict:
     return {"path": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def _clear_partial(case_dir: Path) -> None:
+    """Remove temporary files a killed run left in ``case_dir`` (``errors.atomic_path`` names)."""
+    if case_dir.is_dir():
+        for p in case_dir.glob(".*.part*"):
+            p.unlink(missing_ok=True)
+
+
+def _seconds(t0: float, c0: float) -> dict:
+    """Wall and CPU seconds of this case so far (recorded in its marker, for the measured tables)."""
+    return {"wall": round(time.perf_counter() - t0, 2), "cpu": round(time.process_time() - c0, 2)}
+
+
 def synthetic_task(args) -> tuple[str, float | None, bool]:
     """Write synthetic case ``i`` (``args = (out_dir, i, seed, options dict)``); returns (case, diameter, made)."""
     out_dir, i, seed, opts = args
@@ -61,13 +74,16 @@ def synthetic_task(args) -> tuple[str, float | None, bool]:
     request = {"version": GENERATOR_VERSION, "seed": [seed, i], "options": opts}
     if (rec := _done(case_dir, request)) is not None:
         return case, rec.get("tumor_size_cm"), False
+    t0, c0 = time.perf_counter(), time.process_time()
     label, scene, diam = synthetic_scene((seed, i), PhantomOptions.from_json(opts))
     affine = affine_from_spacing(scene.spacing)
     ensure_output_dir(case_dir)
+    _clear_partial(case_dir)
     write_nifti(case_dir / LABEL, np.asfortranarray(label), affine)
     write_painted(case_dir / IMAGE, scene.render, scene.shape, affine)
     size = round(diam, 2) if diam > 0 else None
-    write_text_atomic(case_dir / MARKER, json.dumps({"request": request, "tumor_size_cm": size}))
+    write_text_atomic(case_dir / MARKER, json.dumps({"request": request, "tumor_size_cm": size,
+                                                     "seconds": _seconds(t0, c0)}))
     return case, size, True
 
 
@@ -86,12 +102,14 @@ def painted_task(args) -> tuple[str, float | None, bool]:
     request = {"version": GENERATOR_VERSION, "seed": list(case_seed(seed, case)), "source": _source_stamp(src)}
     if _done(case_dir, request) is not None:
         return case, None, False
+    t0, c0 = time.perf_counter(), time.process_time()
     lab = LabelFile(src)
     scene = painted_scene(lab.array, lab.spacing, case_seed(seed, case))
     ensure_output_dir(case_dir)
+    _clear_partial(case_dir)
     copy_atomic(src, case_dir / LABEL)
     write_painted(case_dir / IMAGE, scene.render, scene.shape, lab.affine, lab.header, lab.ornt)
-    write_text_atomic(case_dir / MARKER, json.dumps({"request": request}))
+    write_text_atomic(case_dir / MARKER, json.dumps({"request": request, "seconds": _seconds(t0, c0)}))
     return case, None, True
 
 
