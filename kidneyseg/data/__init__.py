@@ -2,7 +2,8 @@
 
 Submodules: :mod:`~kidneyseg.data.manifest` (scan, split, read/write the manifest CSV),
 :mod:`~kidneyseg.data.stats` (Table 4.1, Fig. 4.2, volume plots),
-:mod:`~kidneyseg.data.phantom` (procedural CT phantoms in the KiTS19 layout).
+:mod:`~kidneyseg.data.phantom` (abdominal CT phantoms at realistic scale in the KiTS19 layout, and
+CT painted into real label maps).
 """
 
 from .manifest import COLUMNS, build_manifest, case_paths, read_manifest, select_cases

@@ -33,10 +33,14 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _phantom(args: argparse.Namespace) -> int:
+    import os
+
     from .phantom import write_phantoms
 
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    spacing = None if args.spacing_xy is None else (args.spacing_xy, args.spacing_xy)
     path = write_phantoms(args.out_dir, args.cases, args.seed, from_labels=args.from_labels,
-                          size=args.size, workers=args.workers, progress=not args.no_progress,
+                          size=args.size, spacing_xy=spacing, workers=workers, progress=not args.no_progress,
                           n_val=args.val_cases)
     print(f"wrote {path}")
     return 0
@@ -64,16 +68,21 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("phantom", help="generate CT-like phantom cases (KiTS19 layout + manifest)",
                               description="Write OUT_DIR/case_XXXXX/{imaging,segmentation}.nii.gz and "
-                                          "OUT_DIR/manifest.csv.")
+                                          "OUT_DIR/manifest.csv. Finished cases are kept when the command "
+                                          "is run again (resume).")
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--cases", type=int, default=8, help="number of cases (default: %(default)s; "
                                                         "with --from-labels: the first N, 0 = all)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
     p.add_argument("--size", type=int, default=None,
-                   help="in-plane size in pixels of synthetic cases (default: 128)")
+                   help="in-plane size in pixels of synthetic cases (default: 512; the body stays 30-40 cm wide, "
+                        "so fewer pixels mean a coarser spacing)")
+    p.add_argument("--spacing-xy", type=float, default=None, metavar="MM",
+                   help="in-plane spacing of synthetic cases, mm (default: the field of view over --size)")
     p.add_argument("--from-labels", metavar="DIR", default=None,
                    help="paint the intensity model into the label maps of this KiTS19-layout folder")
-    p.add_argument("--workers", type=int, default=1, help="processes (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes (default: CPU count); the output does not depend on it")
     p.add_argument("--val-cases", type=int, default=None,
                    help="validation cases in the manifest (default: the thesis's 20 of 210, at least 1)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
