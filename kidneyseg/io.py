@@ -24,7 +24,7 @@ import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -231,18 +231,19 @@ def read_header(path: os.PathLike | str) -> HeaderInfo:
                       str(img.get_data_dtype()))
 
 
-def _check_label_values(path, array: np.ndarray) -> np.ndarray:
+def _check_label_values(path, array: np.ndarray, label_values: Sequence[int] = LABEL_VALUES) -> np.ndarray:
+    valid = ", ".join(str(int(v)) for v in label_values)
     if np.issubdtype(array.dtype, np.floating):
         if not np.all(np.isfinite(array)):
             raise fail(path, "label map contains NaN or Inf")
         rounded = np.rint(array)
         if not np.array_equal(rounded, array):
-            raise fail(path, "label map has non-integer (float) values; expected 0, 1, 2")
+            raise fail(path, f"label map has non-integer (float) values; expected {valid}")
         array = rounded
     present = np.unique(array)
-    bad = [v for v in present.tolist() if v not in LABEL_VALUES]
+    bad = [v for v in present.tolist() if v not in tuple(label_values)]
     if bad:
-        raise fail(path, f"label values must be in {{0, 1, 2}}, found {bad[:5]}")
+        raise fail(path, f"label values must be in {{{valid}}}, found {bad[:5]}")
     return array.astype(np.uint8, copy=False)
 
 
@@ -260,12 +261,15 @@ def _check_image_values(path, array: np.ndarray) -> None:
                       "(no air near -1000 HU); is this an MR or a rescaled image?", stacklevel=3)
 
 
-def load_volume(path: os.PathLike | str, kind: Kind = "image") -> Volume:
+def load_volume(path: os.PathLike | str, kind: Kind = "image", label_values: Sequence[int] = LABEL_VALUES) -> Volume:
     """Read a NIfTI file or a DICOM series folder into a canonical :class:`Volume`.
 
     Args:
         path: ``.nii``/``.nii.gz`` file, or a folder holding one DICOM series.
-        kind: ``"image"`` (float32 HU, checked finite) or ``"label"`` (uint8, checked in {0,1,2}).
+        kind: ``"image"`` (float32 HU, checked finite) or ``"label"`` (uint8, checked in
+            ``label_values``).
+        label_values: the valid label values (default KiTS19's 0, 1, 2; a dataset's own come from
+            ``kidneyseg.data.datasets``, e.g. ``KITS23.label_values``).
 
     Raises:
         KidneysegError: one line naming the file and the problem.
@@ -275,7 +279,7 @@ def load_volume(path: os.PathLike | str, kind: Kind = "image") -> Volume:
     path = Path(path)
     _check_exists(path)
     if path.is_dir():
-        return load_dicom_series(path, kind)
+        return load_dicom_series(path, kind, label_values)
     img = _open_nifti(path)
     shape = _spatial_shape(path, tuple(int(s) for s in img.shape))
     affine = np.asarray(img.affine, float)
@@ -291,13 +295,14 @@ def load_volume(path: os.PathLike | str, kind: Kind = "image") -> Volume:
         raise fail(path, f"corrupt or truncated voxel data ({exc})") from None
     data = data.reshape(shape)
     if kind == "label":
-        data = _check_label_values(path, data)
+        data = _check_label_values(path, data, label_values)
     else:
         _check_image_values(path, data)
     return to_canonical(data, affine, str(path), img.header.copy())
 
 
-def load_dicom_series(folder: os.PathLike | str, kind: Kind = "image") -> Volume:
+def load_dicom_series(folder: os.PathLike | str, kind: Kind = "image",
+                      label_values: Sequence[int] = LABEL_VALUES) -> Volume:
     """Read the one DICOM series in ``folder`` with SimpleITK (LPS converted to RAS)."""
     import SimpleITK as sitk
 
@@ -328,7 +333,7 @@ def load_dicom_series(folder: os.PathLike | str, kind: Kind = "image") -> Volume
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # LPS -> RAS
     _check_affine(folder, affine)
     if kind == "label":
-        data = _check_label_values(folder, array)
+        data = _check_label_values(folder, array, label_values)
     else:
         data = array.astype(np.float32)
         _check_image_values(folder, data)
