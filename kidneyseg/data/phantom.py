@@ -13,7 +13,9 @@ its label map (0 background, 1 kidney, 2 tumor):
   medullary pyramids and a fatty renal sinus at the hilum;
 * 0-2 tumors per case, of varied size and contrast (hypo-, iso- or hyper-dense against the
   cortex, textured, large ones with a necrotic core), inside the kidney or bulging out of it;
-* partial-volume blur and slightly correlated Gaussian noise (15-25 HU).
+* partial-volume blur and slightly correlated Gaussian noise (15-25 HU);
+* with ``dataset="kits23"``, 0-3 renal cysts (label 3, water density, round, inside or bulging
+  from a kidney; :mod:`kidneyseg.data.cysts`), and a ``kits23.json`` instead of ``kits.json``.
 
 Because a real abdomen at 0.6-1.0 mm in-plane spacing needs ~512 pixels, the synthetic anatomy
 is a **scaled-down abdomen**: the body fills a ``size`` x ``size`` in-plane grid (default 128) at
@@ -48,6 +50,8 @@ from tqdm.auto import tqdm
 
 from ..errors import ensure_output_dir, fail, write_text_atomic
 from ..io import SourceGeometry, Volume, load_volume, new_volume, save_like
+from .cysts import CYST_LABEL, add_cysts, paint_cysts
+from .datasets import get_dataset
 
 #: Mean HU of each tissue (per case, each value is jittered; see ``_tissue_hu``). Cortex and
 #: medulla are corticomedullary-phase values, as in contrast-enhanced KiTS19 scans.
@@ -76,6 +80,10 @@ class PhantomOptions:
         kidney_scale: in-plane size of the kidneys relative to the scaled anatomy (1.15 makes
             them a little larger than life relative to the body, so they stay ~10+ voxels wide
             after a stage-1 downsampling of the small default grid).
+        dataset: ``"kits19"`` (labels 0-2) or ``"kits23"`` (adds cysts, label 3).
+        cyst_counts: probabilities of 0, 1, 2, ... cysts per case (``dataset="kits23"`` only).
+        cyst_radius_mm: (min, max) real-life cyst radius, mm, scaled with the anatomy (a little
+            larger than the typical 3-12 mm, so cysts stay a few voxels wide on the small grid).
     """
 
     size: int = 128
@@ -86,6 +94,9 @@ class PhantomOptions:
     tumor_counts: tuple[float, float, float] = (0.15, 0.55, 0.30)
     blur: float = 0.6
     kidney_scale: float = 1.15
+    dataset: str = "kits19"
+    cyst_counts: tuple[float, ...] = (0.2, 0.35, 0.3, 0.15)
+    cyst_radius_mm: tuple[float, float] = (10.0, 25.0)
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> "PhantomOptions":
@@ -106,6 +117,13 @@ class PhantomOptions:
         p = np.asarray(opts.tumor_counts, float)
         if p.shape != (3,) or (p < 0).any() or not math.isclose(p.sum(), 1.0, abs_tol=1e-6):
             raise ValueError(f"tumor_counts must be 3 probabilities summing to 1, got {opts.tumor_counts!r}")
+        get_dataset(opts.dataset)
+        p = np.asarray(opts.cyst_counts, float)
+        if p.ndim != 1 or p.size < 1 or (p < 0).any() or not math.isclose(p.sum(), 1.0, abs_tol=1e-6):
+            raise ValueError(f"cyst_counts must be probabilities of 0, 1, ... cysts summing to 1, got {opts.cyst_counts!r}")
+        lo, hi = opts.cyst_radius_mm
+        if not 0 < lo <= hi:
+            raise ValueError(f"cyst_radius_mm must be (min, max) with 0 < min <= max, got {opts.cyst_radius_mm!r}")
         return opts
 
 
@@ -498,6 +516,12 @@ def _make(seed, opts: PhantomOptions):
     label, spacing, anat, diam = _synthetic_label(rng, opts)
     noise = float(rng.uniform(*opts.noise_hu))
     image = paint_ct(label, spacing, rng, anat, noise_hu=noise, blur=opts.blur)
+    if CYST_LABEL in get_dataset(opts.dataset).label_values:
+        # Own stream: a KiTS23 phantom is its KiTS19 twin plus cysts.
+        crng = _rng((*np.atleast_1d(seed).tolist(), CYST_LABEL))
+        n = int(crng.choice(len(opts.cyst_counts), p=np.asarray(opts.cyst_counts, float)))
+        add_cysts(image, label, spacing, crng, n, radius_mm=opts.cyst_radius_mm, scale=(anat.uz, anat.u, anat.u),
+                  noise_hu=noise)
     return new_volume(image, spacing), new_volume(label, spacing), diam
 
 
@@ -513,7 +537,10 @@ def phantom_from_label(label: Volume, seed=0, noise_hu: tuple[float, float] = (1
         The float32 HU image on the label's grid (same shape, affine and source geometry).
     """
     rng = _rng(seed)
-    image = paint_ct(label.array, label.spacing, rng, None, float(rng.uniform(*noise_hu)), blur)
+    noise = float(rng.uniform(*noise_hu))
+    image = paint_ct(label.array, label.spacing, rng, None, noise, blur)
+    if (label.array == CYST_LABEL).any():  # KiTS23 cysts: water density
+        paint_cysts(image, label.array == CYST_LABEL, label.spacing, rng, noise_hu=noise)
     return label.with_array(image)
 
 
@@ -536,26 +563,28 @@ def _write_case(case_dir: Path, image: Volume, label: Volume) -> None:
     save_like(label.array, case_dir / "segmentation.nii.gz", label, kind="label")
 
 
-def _synthetic_task(args) -> tuple[str, float]:
+def _synthetic_task(args) -> tuple[str, float, int]:
     out_dir, i, seed, opts = args
     image, label, diam = _make((seed, i), PhantomOptions(**opts))
     case = f"case_{i:05d}"
     _write_case(Path(out_dir) / case, image, label)
-    return case, diam
+    return case, diam, int(label.array.max())
 
 
-def _from_label_task(args) -> tuple[str, float]:
+def _from_label_task(args) -> tuple[str, float, int]:
     out_dir, src_case, seed, i = args
-    label = load_volume(Path(src_case) / "segmentation.nii.gz", kind="label")
+    from .volumes import ALL_LABEL_VALUES
+
+    label = load_volume(Path(src_case) / "segmentation.nii.gz", kind="label", label_values=ALL_LABEL_VALUES)
     image = phantom_from_label(label, (seed, i))
     _write_case(Path(out_dir) / Path(src_case).name, image, label)
-    return Path(src_case).name, math.nan
+    return Path(src_case).name, math.nan, int(label.array.max())
 
 
 def write_phantoms(out_dir: os.PathLike | str, n_cases: int = 8, seed: int = 0,
                    from_labels: os.PathLike | str | None = None, *, workers: int = 1,
                    progress: bool = True, n_val: int | None = None, **opts) -> Path:
-    """Write phantom cases in the KiTS19 layout plus ``OUT_DIR/manifest.csv``.
+    """Write phantom cases in the KiTS layout plus ``OUT_DIR/manifest.csv``.
 
     Args:
         out_dir: output folder (created); ``case_XXXXX/imaging.nii.gz`` + ``segmentation.nii.gz``.
@@ -570,9 +599,11 @@ def write_phantoms(out_dir: os.PathLike | str, n_cases: int = 8, seed: int = 0,
         **opts: :class:`PhantomOptions` fields for synthetic cases (e.g. ``size=160``).
 
     Returns:
-        The manifest path. A ``kits.json`` beside it gives each case's largest tumor diameter
-        (``radiographic_size``, cm; the source records for ``from_labels``).
+        The manifest path. A ``kits.json`` (``kits23.json`` for ``dataset="kits23"`` or a KiTS23
+        source) beside it gives each case's largest tumor diameter (``radiographic_size``, cm;
+        the source records for ``from_labels``).
     """
+    from .datasets import DATASETS, dataset_for_labels, detect_dataset
     from .manifest import build_manifest, find_cases, read_kits_json
 
     if int(n_cases) < 0 or (from_labels is None and int(n_cases) < 1):
@@ -582,6 +613,7 @@ def write_phantoms(out_dir: os.PathLike | str, n_cases: int = 8, seed: int = 0,
     out_dir = ensure_output_dir(out_dir)
     if from_labels is None:
         popts = asdict(PhantomOptions.from_kwargs(**opts))
+        dataset = get_dataset(popts["dataset"])
         tasks = [(str(out_dir), i, int(seed), popts) for i in range(int(n_cases))]
         fn = _synthetic_task
     else:
@@ -592,29 +624,40 @@ def write_phantoms(out_dir: os.PathLike | str, n_cases: int = 8, seed: int = 0,
             raise fail(from_labels, "holds no case_XXXXX/segmentation.nii.gz")
         if n_cases:
             cases = cases[: int(n_cases)]
+        dataset = detect_dataset(from_labels)
         tasks = [(str(out_dir), str(c), int(seed), i) for i, c in enumerate(cases)]
         fn = _from_label_task
     results = {}
+    max_label = 0
     with tqdm(total=len(tasks), desc="phantoms", unit="case", disable=not progress) as bar:
         if workers == 1 or len(tasks) == 1:
             for t in tasks:
-                case, diam = fn(t)
+                case, diam, top = fn(t)
                 results[case] = diam
+                max_label = max(max_label, top)
                 bar.update()
         else:
             with ProcessPoolExecutor(max_workers=min(int(workers), len(tasks))) as pool:
-                for case, diam in pool.map(fn, tasks):
+                for case, diam, top in pool.map(fn, tasks):
                     results[case] = diam
+                    max_label = max(max_label, top)
                     bar.update()
     if from_labels is None:
         records = [{"case_id": c, "radiographic_size": round(d, 2) if d > 0 else None} for c, d in results.items()]
     else:
-        sizes = read_kits_json(Path(from_labels) / "kits.json")
+        sizes = read_kits_json(Path(from_labels) / get_dataset(dataset).metadata_file)
         records = [{"case_id": c, "radiographic_size": sizes.get(c)} for c in results]
         records = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
                    for r in records]
-    write_text_atomic(out_dir / "kits.json", json.dumps(records, indent=1))
-    return build_manifest(out_dir, out_dir / "manifest.csv", workers=1, seed=int(seed), progress=False, n_val=n_val)
+    if dataset is None:  # a source without metadata file: its labels tell
+        dataset = dataset_for_labels(range(max_label + 1)) or get_dataset(None)
+    dataset = get_dataset(dataset)
+    for other in DATASETS.values():  # a folder re-used for another dataset keeps one metadata file
+        if other is not dataset:
+            (out_dir / other.metadata_file).unlink(missing_ok=True)
+    write_text_atomic(out_dir / dataset.metadata_file, json.dumps(records, indent=1))
+    return build_manifest(out_dir, out_dir / "manifest.csv", workers=1, seed=int(seed), progress=False, n_val=n_val,
+                          dataset=dataset)
 
 
 __all__ = ["Anatomy", "PhantomOptions", "TISSUE_HU", "TUMOR_CLASSES", "anatomy_from_label", "make_phantom",
