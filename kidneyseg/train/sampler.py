@@ -9,8 +9,9 @@ fine, only the patch is read):
   stream (patch ``k`` is a foreground patch when ``floor((k+1) f) > floor(k f)``), so every
   stretch of batches has the right share, not just the average.
 * Among foreground patches, tumor is chosen with probability ``tumor_fraction`` (default 1/2,
-  so tumor at least as often as kidney), from a case that contains tumor. Cases without any
-  foreground only give random patches.
+  so tumor at least as often as kidney), from a case that contains tumor (KiTS23: tumor or cyst,
+  each with half of that share when both exist). Cases without any foreground only give random
+  patches.
 * Foreground voxel locations are found once per case (sub-sampled to ``max_locations`` per
   class, seeded by the case index) and kept in memory, shared by :meth:`with_seed` copies.
 * Where a patch leaves the volume the image is padded with the case's minimum (air after
@@ -165,12 +166,15 @@ class PatchSampler:
         self.rank, self.world_size = int(rank), int(world_size)
         self.pin_memory = bool(pin_memory) and torch.cuda.is_available()
         self.label_dtype = label_dtype
-        self.prior_regions = get_dataset(dataset).prior_regions
+        ds = get_dataset(dataset)
+        self.prior_regions = ds.prior_regions
+        self.classes = ds.foreground_labels  # KiTS19 (1, 2), KiTS23 (1, 2, 3)
+        self.lesion_classes = tuple(c for c in self.classes if c != ds.label("kidney"))
         self.channels = stage_channels(2 if prior == "perturbed-gt" else 1, dataset)
         self._pad_values: dict[int, float] = {}
         self._lock = threading.Lock()
         self.locations = self._locate(progress)
-        self.cases_with = {c: [i for i, loc in enumerate(self.locations) if len(loc[c])] for c in FOREGROUND_CLASSES}
+        self.cases_with = {c: [i for i, loc in enumerate(self.locations) if len(loc[c])] for c in self.classes}
         if self.fg_fraction > 0 and not any(self.cases_with.values()):
             warnings.warn("no case has foreground: every patch is placed at random", stacklevel=2)
 
@@ -182,7 +186,7 @@ class PatchSampler:
                 raise ValueError(f"case {getattr(case, 'case_id', i)!r}: image {np.shape(case.image)} and label "
                                  f"{label.shape} must be the same (z, y, x) shape")
             # Seeded by the case index only, so every seed (and with_seed) shares the same locations.
-            return class_locations(label, np.random.default_rng([i, 7]), self.max_locations)
+            return class_locations(label, np.random.default_rng([i, 7]), self.max_locations, self.classes)
 
         # Threads: reading memmaps and comparing arrays release the GIL.
         with ThreadPoolExecutor(max(1, self.num_workers)) as pool:
@@ -281,7 +285,10 @@ class PatchSampler:
         """Pick a case and a patch center (z, y, x) for one patch."""
         if self.is_foreground_patch(patch_index) and any(self.cases_with.values()):
             want_tumor = rng.random() < self.tumor_fraction
-            cls = 2 if (want_tumor and self.cases_with[2]) or not self.cases_with[1] else 1
+            lesions = [c for c in self.lesion_classes if self.cases_with[c]]
+            cls = lesions[0] if (want_tumor and lesions) or not self.cases_with[1] else 1
+            if cls != 1 and len(lesions) > 1:  # KiTS23: tumor or cyst (KiTS19 draws nothing more)
+                cls = lesions[int(rng.integers(len(lesions)))]
             candidates = self.cases_with[cls]
             i = candidates[int(rng.integers(len(candidates)))]
             locs = self.locations[i][cls]

@@ -47,6 +47,7 @@ __all__ = ["Trainer", "Hook", "BatchSource", "epoch_seed", "resolve_precision"]
 BatchSource = Callable[[int, int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 #: ``(image, label, generator) -> (image, label)`` on the training device.
 AugmentFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+#: metrics.csv's first columns (KiTS19; another dataset has ``val_dice_<region>`` for its own regions).
 BASE_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice_kidney", "val_dice_tumor", "val_dice_mean", "lr",
                 "epoch_time_s"]
 
@@ -347,7 +348,9 @@ class Trainer:
         """Rewrite ``metrics.csv`` atomically from the history (rank 0)."""
         if not self.dist.is_main:
             return
-        cols = list(BASE_COLUMNS) + sorted({k for row in self.history for k in row} - set(BASE_COLUMNS))
+        base = [c for c in BASE_COLUMNS if not c.startswith("val_dice_") or c == "val_dice_mean"]
+        base[3:3] = [f"val_dice_{r.name}" for r in self.output.data.regions]  # after val_loss
+        cols = base + sorted({k for row in self.history for k in row} - set(base))
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=cols, restval="")
         w.writeheader()
