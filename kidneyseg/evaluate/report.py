@@ -105,17 +105,17 @@ def detect_protocol(gt_dir: os.PathLike | str, references: Iterable[os.PathLike 
     and any label 3 (cyst) means kits23, otherwise kits19.
     """
     from ..data.datasets import dataset_for_labels, detect_dataset
+    from ..data.volumes import ALL_LABEL_VALUES
 
     found = detect_dataset(gt_dir)
     if found is not None:
         return get_protocol(found)
     values: set[int] = {0}
     for path in references:
-        arr = load_volume(path, kind="label", label_values=range(256)).array
+        arr = load_volume(path, kind="label", label_values=ALL_LABEL_VALUES).array
         if arr.size and arr.max() > 2:  # only values beyond KiTS19's need a look
             values.update(int(v) for v in np.unique(arr[arr > 2]))
-    ds = dataset_for_labels(values)
-    return get_protocol(ds)  # None (unknown values) -> kits19, whose label check names the file
+    return get_protocol(dataset_for_labels(values))
 
 
 def evaluate_folders(pred_dir: os.PathLike | str, gt_dir: os.PathLike | str, tolerance_mm: float | None = None,
