@@ -10,9 +10,10 @@ A run folder ``runs/<name>/`` holds:
     NN_name/                  each notebook's figures (PNG), metrics (CSV/JSON), artefacts
     steps/NN_name.done        completion marks: a re-run with the same parameters skips the step
 
-Profiles (``demo``, ``ci``, ``full``) are JSON files in ``kidneyseg/profiles/``: shared settings plus
+Profiles (``demo``, ``ci``, ``full``, ``ci23``) are JSON files in ``kidneyseg/profiles/``: shared settings plus
 one parameter block per notebook. ``demo`` runs on phantoms on a 2-core CPU; ``full`` is what a GPU
-user runs on KiTS19 (the thesis's 350 epochs).
+user runs on KiTS19 (the thesis's 350 epochs); ``ci23`` is ``ci`` on KiTS23-style phantoms (cysts, region-based
+training, the KiTS23 protocol).
 
 >>> run_pipeline("runs/demo", phantoms=8, profile="demo")      # doctest: +SKIP
 """
@@ -44,7 +45,7 @@ NOTEBOOKS = (
     "04_ablation",
     "05_inference_evaluation",
 )
-PROFILES = ("demo", "ci", "full")
+PROFILES = ("demo", "ci", "full", "ci23")
 
 
 def load_profile(name_or_path: str) -> dict:

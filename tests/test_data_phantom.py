@@ -174,8 +174,12 @@ def test_options_are_checked():
         make_phantom(0, size=8)
     with pytest.raises(ValueError, match="phases must be"):
         make_phantom(0, size=48, phases=(0.5, 0.2))
-    with pytest.raises(ValueError, match="cysts"):
-        make_phantom(0, size=48, cysts=2)  # the hook exists; kidneyseg.data.cysts is not connected here
+    with pytest.raises(ValueError, match="unknown phantom option"):
+        make_phantom(0, size=48, cysts=2)  # cysts come with dataset="kits23" (cyst_counts)
+    with pytest.raises(ValueError, match="unknown dataset .kits21."):
+        make_phantom(0, size=48, dataset="kits21")
+    with pytest.raises(ValueError, match="cyst_counts must be"):
+        make_phantom(0, size=48, dataset="kits23", cyst_counts=(0.5, 0.2))
     img, lab = make_phantom(0, size=64, slices=(20, 24), spacing_z=(2.0,), spacing_xy=(2.5, 2.5))
     assert img.shape[1:] == (64, 64) and img.spacing[0] == 2.0 and 20 <= img.shape[0] <= 24
     assert img.spacing[1] == pytest.approx(2.5) and (lab.array > 0).any()  # field of view on the kidneys

@@ -9,6 +9,10 @@ nothing is ever resampled to the original resolution here.
 Optional mirror test-time augmentation runs the network on every combination of flips along
 ``mirror_axes`` and averages the softmax.
 
+Region-based networks (``output=OutputSpec(..., "regions")``, :mod:`kidneyseg.model.outputs`)
+go the same way with a sigmoid per region instead of the softmax, and their labels come from the
+nested regions (each >= 0.5) instead of the argmax.
+
 >>> import torch
 >>> net = torch.nn.Conv3d(1, 3, 1)
 >>> res = sliding_window_predict(torch.zeros(1, 20, 20, 20), net, (16, 16, 16), overlap=0.5)
@@ -27,6 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..model.outputs import OutputSpec
 from .memory import accumulator_bytes, choose_stitch_device, window_bytes
 
 
@@ -35,8 +40,8 @@ class SlidingWindowResult:
     """Output of :func:`sliding_window_predict`.
 
     Attributes:
-        labels: uint8 (z, y, x) argmax at the input's (network) resolution.
-        probs: fp16 (K, z, y, x) softmax probabilities, or ``None`` unless requested.
+        labels: uint8 (z, y, x) argmax (or decoded regions) at the input's (network) resolution.
+        probs: fp16 (K, z, y, x) softmax (or region sigmoid) probabilities, or ``None`` unless requested.
         n_windows: network calls counted in windows (x mirror combinations).
         stitch_device: where the accumulators lived.
     """
@@ -111,6 +116,7 @@ def sliding_window_predict(
     amp: bool | None = None,
     progress: bool = False,
     desc: str = "sliding window",
+    output: OutputSpec | None = None,
 ) -> SlidingWindowResult:
     """Predict labels for a whole volume window by window.
 
@@ -131,6 +137,7 @@ def sliding_window_predict(
         sigma_scale: Gaussian sigma as a fraction of the patch size.
         amp: autocast the network (bf16/fp16) — default on for CUDA, off on CPU.
         progress: show a tqdm bar.
+        output: how the network's channels read (default: KiTS19 softmax over labels).
 
     Returns:
         :class:`SlidingWindowResult` with uint8 labels (z, y, x).
@@ -148,6 +155,7 @@ def sliding_window_predict(
     if x.ndim != 4:
         raise ValueError(f"image must be (C, z, y, x), got shape {tuple(x.shape)}")
     dev = torch.device(device)
+    output = output or OutputSpec()
     flips = _mirror_sets(mirror_axes)
     if amp is None:
         amp = dev.type == "cuda"
@@ -188,7 +196,7 @@ def sliding_window_predict(
                         logits = _forward(network, xin)
                 else:
                     logits = _forward(network, xin)
-                p = torch.softmax(logits.float(), dim=1)
+                p = output.probabilities(logits)
                 if axes:
                     p = torch.flip(p, [a + 2 for a in axes])
                 prob = p if prob is None else prob.add_(p)
@@ -220,7 +228,7 @@ def sliding_window_predict(
     slab = max(1, int(2 ** 24 // max(1, shape[1] * shape[2])))
     for z0 in range(0, shape[0], slab):
         a = acc[:, z0:z0 + slab] / wsum[z0:z0 + slab]
-        labels[z0:z0 + slab] = a.argmax(0).to(torch.uint8).cpu().numpy()
+        labels[z0:z0 + slab] = output.labels(a).cpu().numpy()
         if probs is not None:
             probs[:, z0:z0 + slab] = a.half().cpu().numpy()
     return SlidingWindowResult(labels, probs, n_calls, str(sdev))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 from ..errors import KidneysegError, fail
 from .dicom import load_dicom
@@ -49,15 +50,19 @@ def input_format(path: os.PathLike | str) -> str:
     return "nifti"
 
 
-def load_volume(path: os.PathLike | str, kind: Kind = "image", series_uid: str | None = None) -> Volume:
+def load_volume(path: os.PathLike | str, kind: Kind = "image", label_values: Sequence[int] = LABEL_VALUES, *,
+                series_uid: str | None = None) -> Volume:
     """Read a CT or label file (or DICOM series) into a canonical :class:`Volume`.
 
     Args:
         path: ``.nii``/``.nii.gz``; ``.nrrd``/``.nhdr``/``.mha``/``.mhd``; a folder holding DICOM
             files (searched recursively) or a ``.zip`` of them.
-        kind: ``"image"`` (float32 HU, checked finite) or ``"label"`` (uint8, checked in {0,1,2}).
+        kind: ``"image"`` (float32 HU, checked finite) or ``"label"`` (uint8, checked in
+            ``label_values``).
         series_uid: for DICOM, the ``SeriesInstanceUID`` to read (default: the largest axial CT
             series; see :func:`kidneyseg.io.dicom.pick_series`).
+        label_values: the valid label values (default KiTS19's 0, 1, 2; a dataset's own come from
+            ``kidneyseg.data.datasets``, e.g. ``KITS23.label_values``).
 
     Raises:
         KidneysegError: one line naming the file and the problem.
@@ -69,12 +74,12 @@ def load_volume(path: os.PathLike | str, kind: Kind = "image", series_uid: str |
     if series_uid is not None and fmt != "dicom":
         raise fail(path, "--series applies to DICOM input (a folder or .zip) only")
     if fmt == "dicom":
-        return load_dicom(path, kind, series_uid)
+        return load_dicom(path, kind, series_uid, label_values)
     if fmt == "itk":
-        return load_itk_file(path, kind)
+        return load_itk_file(path, kind, label_values)
     if is_dicom_file(path):
         raise fail(path, "a single DICOM file; give the folder (or .zip) holding its series")
-    return load_nifti(path, kind)
+    return load_nifti(path, kind, label_values)
 
 
 #: The name this reader had before ``kidneyseg.io`` became a package (same function).

@@ -27,12 +27,13 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from ..errors import fail
 from .dicom_files import SeriesInfo, dicom_folder, pick_series, scan_series
-from .volume import Kind, Volume, check_affine, checked_array, to_canonical
+from .volume import LABEL_VALUES, Kind, Volume, check_affine, checked_array, to_canonical
 
 #: Gantry tilt (degrees between the slice normal and the direction the slices step along) above
 #: which a warning is shown; the sheared geometry is kept exactly either way.
@@ -133,7 +134,8 @@ def _pixels(ds, file: Path, kind: Kind) -> np.ndarray:
     return arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
 
 
-def read_series(series: SeriesInfo, kind: Kind = "image", where: os.PathLike | str | None = None) -> Volume:
+def read_series(series: SeriesInfo, kind: Kind = "image", where: os.PathLike | str | None = None,
+                label_values: Sequence[int] = LABEL_VALUES) -> Volume:
     """Read one series (see the module docstring) into a canonical :class:`Volume`.
 
     Raises:
@@ -173,12 +175,13 @@ def read_series(series: SeriesInfo, kind: Kind = "image", where: os.PathLike | s
             raise fail(series.files[i], f"pixel data has shape {pix.shape}, expected {(rows, cols)}")
         array[k] = pix
         kept.append(headers[i])
-    array = checked_array(where, array, kind)
+    array = checked_array(where, array, kind, label_values)
     info = DicomSeries(series.uid, series.description, kept, tilt, step)
     return to_canonical(array, affine, str(where), None, format="dicom", dicom=info)
 
 
-def load_dicom(path: os.PathLike | str, kind: Kind = "image", series_uid: str | None = None) -> Volume:
+def load_dicom(path: os.PathLike | str, kind: Kind = "image", series_uid: str | None = None,
+               label_values: Sequence[int] = LABEL_VALUES) -> Volume:
     """Read a DICOM series from a folder (searched recursively) or a ``.zip`` of one.
 
     Args:
@@ -189,7 +192,7 @@ def load_dicom(path: os.PathLike | str, kind: Kind = "image", series_uid: str | 
     with dicom_folder(path) as folder:
         series = scan_series(folder, where=path)
         chosen = pick_series(series, series_uid, path)
-        return read_series(chosen, kind, where=path)
+        return read_series(chosen, kind, where=path, label_values=label_values)
 
 
 __all__ = ["DicomSeries", "TILT_WARN_DEGREES", "load_dicom", "read_series"]

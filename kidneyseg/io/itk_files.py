@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from ..errors import atomic_path, fail
 from .segments import SEGMENTS
-from .volume import Kind, Volume, check_affine, check_exists, checked_array, from_canonical, spatial_shape, to_canonical
+from .volume import LABEL_VALUES, Kind, Volume, check_affine, check_exists, checked_array, from_canonical, spatial_shape, to_canonical
 
 #: File endings read through SimpleITK (lower case).
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -59,7 +60,7 @@ def sitk_geometry(affine: np.ndarray) -> tuple[tuple, tuple, tuple]:
     return spacing, tuple(float(v) for v in direction.ravel()), tuple(float(v) for v in _LPS @ affine[:3, 3])
 
 
-def load_itk_file(path: os.PathLike | str, kind: Kind = "image") -> Volume:
+def load_itk_file(path: os.PathLike | str, kind: Kind = "image", label_values: Sequence[int] = LABEL_VALUES) -> Volume:
     """Read a NRRD or MetaImage file into a canonical :class:`Volume` (see :func:`kidneyseg.io.load_volume`)."""
     import SimpleITK as sitk
 
@@ -80,7 +81,7 @@ def load_itk_file(path: os.PathLike | str, kind: Kind = "image") -> Volume:
     check_affine(path, affine)
     array = sitk.GetArrayFromImage(image)
     fmt = "nrrd" if path.name.lower().endswith((".nrrd", ".nhdr")) else "mha"
-    return to_canonical(checked_array(path, array, kind), affine, str(path), None, format=fmt)
+    return to_canonical(checked_array(path, array, kind, label_values), affine, str(path), None, format=fmt)
 
 
 def save_seg_nrrd(labels: np.ndarray, path: os.PathLike | str, like: Volume) -> Path:

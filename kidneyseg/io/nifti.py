@@ -16,13 +16,14 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import nibabel as nib
 import numpy as np
 from nibabel import orientations as nio
 
 from ..errors import atomic_path, fail
-from .volume import (Kind, Volume, check_affine, check_exists, check_image_values, check_label_values,
+from .volume import (LABEL_VALUES, Kind, Volume, check_affine, check_exists, check_image_values, check_label_values,
                      from_canonical, orientation_to_canonical, spacing_from_affine, spatial_shape, to_canonical)
 
 #: File name endings read and written as NIfTI.
@@ -91,7 +92,7 @@ def read_header(path: os.PathLike | str) -> HeaderInfo:
                       str(img.get_data_dtype()))
 
 
-def load_nifti(path: os.PathLike | str, kind: Kind = "image") -> Volume:
+def load_nifti(path: os.PathLike | str, kind: Kind = "image", label_values: Sequence[int] = LABEL_VALUES) -> Volume:
     """Read a ``.nii``/``.nii.gz`` file into a canonical :class:`Volume` (see :func:`kidneyseg.io.load_volume`)."""
     path = Path(path)
     check_exists(path)
@@ -110,7 +111,7 @@ def load_nifti(path: os.PathLike | str, kind: Kind = "image") -> Volume:
         raise fail(path, f"corrupt or truncated voxel data ({exc})") from None
     data = data.reshape(shape)
     if kind == "label":
-        data = check_label_values(path, data)
+        data = check_label_values(path, data, label_values)
     else:
         check_image_values(path, data)
     return to_canonical(data, affine, str(path), img.header.copy())

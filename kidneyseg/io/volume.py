@@ -23,7 +23,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -183,19 +183,21 @@ def check_affine(path, affine: np.ndarray, warn_oblique: bool = True) -> None:
                       "processed on its voxel grid, outputs keep this affine", stacklevel=3)
 
 
-def check_label_values(path, array: np.ndarray) -> np.ndarray:
-    """A label map as uint8 in {0, 1, 2}, or a one-line error (floats must be whole numbers)."""
+def check_label_values(path, array: np.ndarray, label_values: Sequence[int] = LABEL_VALUES) -> np.ndarray:
+    """A label map as uint8 in ``label_values`` (default KiTS19's {0, 1, 2}), or a one-line error
+    (floats must be whole numbers). A dataset's own values come from ``kidneyseg.data.datasets``."""
+    valid = ", ".join(str(int(v)) for v in label_values)
     if np.issubdtype(array.dtype, np.floating):
         if not np.all(np.isfinite(array)):
             raise fail(path, "label map contains NaN or Inf")
         rounded = np.rint(array)
         if not np.array_equal(rounded, array):
-            raise fail(path, "label map has non-integer (float) values; expected 0, 1, 2")
+            raise fail(path, f"label map has non-integer (float) values; expected {valid}")
         array = rounded
     present = np.unique(array)
-    bad = [v for v in present.tolist() if v not in LABEL_VALUES]
+    bad = [v for v in present.tolist() if v not in tuple(label_values)]
     if bad:
-        raise fail(path, f"label values must be in {{0, 1, 2}}, found {bad[:5]}")
+        raise fail(path, f"label values must be in {{{valid}}}, found {bad[:5]}")
     return array.astype(np.uint8, copy=False)
 
 
@@ -214,10 +216,10 @@ def check_image_values(path, array: np.ndarray) -> None:
                       "(no air near -1000 HU); is this an MR or a rescaled image?", stacklevel=3)
 
 
-def checked_array(path, array: np.ndarray, kind: Kind) -> np.ndarray:
-    """``kind="label"``: uint8 {0, 1, 2}; ``"image"``: float32 HU, checked."""
+def checked_array(path, array: np.ndarray, kind: Kind, label_values: Sequence[int] = LABEL_VALUES) -> np.ndarray:
+    """``kind="label"``: uint8 in ``label_values``; ``"image"``: float32 HU, checked."""
     if kind == "label":
-        return check_label_values(path, array)
+        return check_label_values(path, array, label_values)
     array = np.asarray(array, np.float32)
     check_image_values(path, array)
     return array

@@ -134,8 +134,9 @@ def _run(fn, tasks, workers: int, progress: bool, desc: str) -> list:
 
 def write_phantoms(out_dir: os.PathLike | str, n_cases: int = 8, seed: int = 0,
                    from_labels: os.PathLike | str | None = None, *, workers: int = 1,
-                   progress: bool = True, n_val: int | None = None, **opts) -> Path:
-    """Write phantom cases in the KiTS19 layout plus ``OUT_DIR/kits.json`` and ``OUT_DIR/manifest.csv``.
+                   progress: bool = True, n_val: int | None = None, dataset: str | None = None, **opts) -> Path:
+    """Write phantom cases in the KiTS layout plus ``OUT_DIR/kits.json`` (KiTS23: ``kits23.json``) and
+    ``OUT_DIR/manifest.csv``.
 
     Args:
         out_dir: output folder (created); ``case_XXXXX/imaging.nii.gz`` + ``segmentation.nii.gz``.
@@ -147,12 +148,15 @@ def write_phantoms(out_dir: os.PathLike | str, n_cases: int = 8, seed: int = 0,
         workers: processes (1 = in this process). Results do not depend on it.
         progress: show a progress bar.
         n_val: validation cases in the manifest (default: the thesis's 20/210 rule).
+        dataset: ``"kits19"`` or ``"kits23"`` (cysts, label 3). Default: kits19 for synthetic cases;
+            for ``from_labels`` the source's (its metadata file, else its label values).
         **opts: :class:`PhantomOptions` fields for synthetic cases (e.g. ``size=160``).
 
     Returns:
         The manifest path. ``kits.json`` gives each case's largest tumor diameter
         (``radiographic_size``, cm; the source records for ``from_labels``).
     """
+    from ..datasets import DATASETS, dataset_for_labels, detect_dataset, get_dataset
     from ..manifest import build_manifest, find_cases, read_kits_json
 
     if int(n_cases) < 0 or (from_labels is None and int(n_cases) < 1):
@@ -160,7 +164,8 @@ def write_phantoms(out_dir: os.PathLike | str, n_cases: int = 8, seed: int = 0,
     if int(workers) < 1:
         raise ValueError(f"workers must be >= 1, got {workers!r}")
     if from_labels is None:
-        popts = PhantomOptions.from_kwargs(**opts).as_json()
+        popts = PhantomOptions.from_kwargs(**opts, dataset=dataset).as_json()
+        data = get_dataset(popts["dataset"])
         out_dir = ensure_output_dir(out_dir)
         tasks = [(str(out_dir), i, int(seed), popts) for i in range(int(n_cases))]
         results = _run(synthetic_task, tasks, int(workers), progress, "phantoms")
@@ -182,12 +187,19 @@ def write_phantoms(out_dir: os.PathLike | str, n_cases: int = 8, seed: int = 0,
         cases.sort(key=lambda c: -(c / LABEL).stat().st_size)  # largest first: workers finish together
         results = _run(painted_task, [(str(out_dir), str(c), int(seed)) for c in cases], int(workers), progress,
                        "painting")
-        sizes = read_kits_json(src / "kits.json")
+        data = get_dataset(dataset) if dataset is not None else detect_dataset(src)
+        if data is None:  # no metadata file: the labels tell (a cyst makes it KiTS23)
+            top = max(int(LabelFile(c / LABEL).file_array.max()) for c in cases)
+            data = dataset_for_labels(range(top + 1)) or get_dataset(None)
+        sizes = read_kits_json(src / data.metadata_file)
         records = [{"case_id": c, "radiographic_size": sizes.get(c)} for c in sorted(r[0] for r in results)]
         records = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in records]
     made = sum(1 for r in results if r[2])
     if progress and made < len(results):
         tqdm.write(f"{len(results) - made} finished case(s) kept (resume); {made} made")
-    write_text_atomic(Path(out_dir) / "kits.json", json.dumps(records, indent=1))
+    for other in DATASETS.values():  # a folder re-used for another dataset keeps one metadata file
+        if other is not data:
+            (Path(out_dir) / other.metadata_file).unlink(missing_ok=True)
+    write_text_atomic(Path(out_dir) / data.metadata_file, json.dumps(records, indent=1))
     return build_manifest(out_dir, Path(out_dir) / "manifest.csv", workers=max(1, int(workers)), seed=int(seed),
-                          progress=False, n_val=n_val)
+                          progress=False, n_val=n_val, dataset=data)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...io import Volume, new_volume
+from ..cysts import CYST_LABEL, place_cysts
+from ..datasets import get_dataset
 from .body import Anatomy
 from .options import PhantomOptions
 from .placement import anatomy_from_label, draw_synthetic
@@ -21,22 +23,24 @@ def case_rng(seed) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed))
 
 
-def add_cysts(label: np.ndarray, spacing, rng: np.random.Generator, n: int) -> np.ndarray:
-    """The hook where ``kidneyseg.data.cysts`` adds ``n`` cysts (label 3) to a synthetic label.
+def draw_cysts(label: np.ndarray, spacing, seed, opts: PhantomOptions) -> None:
+    """KiTS23 phantoms: cysts (label 3) drawn into ``label`` in place, before it is painted.
 
-    The painter already shows label 3 as a cyst (fluid). The cyst generator is written with the
-    KiTS23 work and connected here when it lands; until then ``n > 0`` is refused.
+    They come from their own random stream (the case's seed plus the cyst label), so a KiTS23
+    phantom has the same geometry, anatomy and draws as its KiTS19 twin, plus the cysts.
     """
-    if n == 0:
-        return label
-    raise ValueError(f"cysts={n}: the cyst generator (kidneyseg.data.cysts) is not connected in this version")
+    if CYST_LABEL not in get_dataset(opts.dataset).label_values:
+        return
+    rng = case_rng((*np.atleast_1d(seed).tolist(), CYST_LABEL))
+    n = int(rng.choice(len(opts.cyst_counts), p=np.asarray(opts.cyst_counts, float)))
+    place_cysts(label, spacing, rng, n, radius_mm=opts.cyst_radius_mm)
 
 
 def synthetic_scene(seed, opts: PhantomOptions) -> tuple[np.ndarray, Scene, float]:
     """``(label, scene, largest tumor diameter cm)`` of synthetic case ``seed``."""
     rng = case_rng(seed)
     label, spacing, anat, diam = draw_synthetic(rng, opts)
-    label = add_cysts(label, spacing, rng, int(opts.cysts))
+    draw_cysts(label, spacing, seed, opts)
     noise = float(rng.uniform(*opts.noise_hu))
     scene = build_scene(label, spacing, anat, rng, noise_hu=noise, blur=float(opts.blur), phases=opts.phases)
     return label, scene, diam
@@ -58,11 +62,11 @@ def make_phantom(seed: int | tuple[int, ...] = 0, **opts) -> tuple[Volume, Volum
         seed: int (or tuple of ints) seeding every random choice.
         **opts: fields of :class:`PhantomOptions` (``size``, ``spacing_xy``, ``spacing_z``,
             ``slices``, ``coverage_mm``, ``body_width_mm``, ``noise_hu``, ``tumor_counts``,
-            ``blur``, ``kidney_scale``, ``phases``, ``cysts``).
+            ``blur``, ``kidney_scale``, ``phases``, ``dataset``, ``cyst_counts``, ``cyst_radius_mm``).
 
     Returns:
         ``(image, label)``: canonical (z, y, x) volumes with a KiTS19-style affine; the image is
-        float32 HU (integer values), the label uint8 in {0, 1, 2}.
+        float32 HU (integer values), the label uint8 in {0, 1, 2} (3: cyst with ``dataset="kits23"``).
 
     >>> image, label = make_phantom(3, size=64)
     >>> image.shape == label.shape and image.shape[1:] == (64, 64)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from ..datasets import get_dataset
 from .appearance import PHASES
 
 
@@ -32,7 +33,10 @@ class PhantomOptions:
         blur: scanner blur, Gaussian sigma in voxels in-plane (half of it along z).
         kidney_scale: kidney (and tumor) size relative to the drawn anatomy (1 = life size).
         phases: probabilities of the corticomedullary and nephrographic phases.
-        cysts: number of kidney cysts (label 3) to add; needs ``kidneyseg.data.cysts``.
+        dataset: ``"kits19"`` (labels 0-2) or ``"kits23"`` (adds renal cysts, label 3, drawn by
+            :func:`kidneyseg.data.cysts.place_cysts` and painted as fluid).
+        cyst_counts: probabilities of 0, 1, 2, ... cysts per case (``dataset="kits23"`` only).
+        cyst_radius_mm: (min, max) cyst radius, mm (simple renal cysts: mostly 3-12 mm; a few larger).
     """
 
     size: int = 512
@@ -46,7 +50,9 @@ class PhantomOptions:
     blur: float = 0.6
     kidney_scale: float = 1.0
     phases: tuple[float, float] = (0.65, 0.35)
-    cysts: int = 0
+    dataset: str = "kits19"
+    cyst_counts: tuple[float, ...] = (0.2, 0.35, 0.3, 0.15)
+    cyst_radius_mm: tuple[float, float] = (4.0, 20.0)
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> "PhantomOptions":
@@ -83,8 +89,13 @@ class PhantomOptions:
             p = np.asarray(getattr(self, name), float)
             if p.shape != (n,) or (p < 0).any() or not math.isclose(p.sum(), 1.0, abs_tol=1e-6):
                 raise ValueError(f"{name} must be {n} probabilities summing to 1, got {getattr(self, name)!r}")
-        if int(self.cysts) < 0:
-            raise ValueError(f"cysts must be >= 0, got {self.cysts!r}")
+        get_dataset(self.dataset)  # a one-line error naming the valid datasets
+        p = np.asarray(self.cyst_counts, float)
+        if p.ndim != 1 or p.size < 1 or (p < 0).any() or not math.isclose(p.sum(), 1.0, abs_tol=1e-6):
+            raise ValueError(f"cyst_counts must be probabilities of 0, 1, ... cysts summing to 1, got {self.cyst_counts!r}")
+        lo, hi = self.cyst_radius_mm
+        if not 0 < lo <= hi:
+            raise ValueError(f"cyst_radius_mm must be (min, max) with 0 < min <= max, got {self.cyst_radius_mm!r}")
 
     def as_json(self) -> dict:
         """The options as JSON-able values (tuples as lists)."""
