@@ -54,7 +54,7 @@ def test_dashboard_refuses_unlisted_case_without_touching_files(fake_run):
 def test_manifest_only_dashboard_computes_volumes(fake_run):
     dash = Dashboard(open_catalog(fake_run.parent / "data" / "manifest.csv"))
     assert "ready: case_00000" in dash.status.value
-    assert "computed by the viewer" in dash.metrics.value
+    assert "computed by the viewer (kidneyseg evaluate), surface Dice at 2 mm" in dash.metrics.value
     assert {t.name for t in dash.view3d.children[0].data} >= {"ground truth kidney"}
     assert not any(t.name.startswith("prediction") for t in dash.view3d.children[0].data)
 
