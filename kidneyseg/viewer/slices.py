@@ -16,6 +16,7 @@ import io
 
 import numpy as np
 
+from ..measure.focus import focus_point as labels_focus
 from .catalog import CaseData
 from .render import structure_mask, structures
 from .style import (CONTOUR_GT, CONTOUR_PRED, CYST_GT, CYST_PRED, FN_COLOUR, FP_COLOUR, SWAP_COLOUR,
@@ -35,36 +36,12 @@ LABEL_GREYS = (0.0, 0.45, 0.8, 0.25)
 
 
 def focus_point(case: CaseData) -> tuple[int, int, int]:
-    """Voxel (z, y, x) the slices start at: tumor centre, else kidney, else prediction, else middle."""
-    for vol, name in ((case.label, "tumor"), (case.label, "kidney"), (case.prediction, "tumor"),
-                      (case.prediction, "kidney")):
-        if vol is not None:
-            centre = mask_centre(structure_mask(vol.array, name, case.dataset))
-            if centre is not None:
-                return centre
+    """Voxel (z, y, x) the slices start at: :func:`kidneyseg.measure.focus.focus_point` of the ground
+    truth (largest tumor, else the labelled voxels), else of the prediction, else the middle."""
+    for vol in (case.label, case.prediction):
+        if vol is not None and (point := labels_focus(vol.array)) is not None:
+            return point
     return tuple(s // 2 for s in case.shape)  # type: ignore[return-value]
-
-
-def mask_centre(mask: np.ndarray) -> tuple[int, int, int] | None:
-    """Centre of mass (voxel indices, rounded) of a boolean (z, y, x) mask; ``None`` if empty.
-
-    Computed from axis projections inside the occupied z-slab: about 10x faster than
-    ``scipy.ndimage.center_of_mass`` on a 1059 x 512 x 512 mask (measured 12.6 s there).
-
-    >>> m = np.zeros((5, 5, 5), bool); m[1:4, 2, 0:3] = True
-    >>> mask_centre(m)
-    (2, 2, 1)
-    """
-    per_z = mask.sum(axis=(1, 2), dtype=np.int64)
-    total = int(per_z.sum())
-    if total == 0:
-        return None
-    nz = np.flatnonzero(per_z)
-    slab = mask[nz[0]: nz[-1] + 1]
-    per_y = slab.sum(axis=(0, 2), dtype=np.int64)
-    per_x = slab.sum(axis=(0, 1), dtype=np.int64)
-    return tuple(int(round(float((np.arange(len(p)) * p).sum()) / total))  # type: ignore[return-value]
-                 for p in (per_z, per_y, per_x))
 
 
 def _plane(array: np.ndarray | None, axis: int, index: int):
@@ -224,5 +201,5 @@ def error_rgba(gt: np.ndarray | None, pred: np.ndarray | None, alpha: float = 0.
     return out
 
 
-__all__ = ["CONTOURS", "LABEL_GREYS", "PANEL_NAMES", "error_rgba", "focus_point", "mask_centre", "slice_figure",
+__all__ = ["CONTOURS", "LABEL_GREYS", "PANEL_NAMES", "error_rgba", "focus_point", "slice_figure",
            "slice_figure_png", "slice_grid", "slice_panels"]
