@@ -17,7 +17,6 @@ Skips when /usr/bin/chromium or playwright is missing, except under ``CI=true`` 
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -31,12 +30,12 @@ from kidneyseg.viewer.commands import free_port, voila_command
 from kidneyseg.viewer.render import SIDE_BY_SIDE_X, scene_viewport
 from kidneyseg.viewer.style import CYST_GT, CYST_PRED, MESH_COLOURS, MESH_HUES, hue_degrees
 
+from .browser.chromium import CHROMIUM, sync_playwright_or_skip
 from .browser.fake_run import make_fake_run, wait_for_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 READY_TIMEOUT_MS = 150_000
 #: A colour counts as present with at least this many pixels in the 3D canvases.
@@ -46,22 +45,11 @@ HUE_TOLERANCE = 14.0
 KITS19_KEYS = tuple(k for k in MESH_COLOURS if k[1] != "cyst")
 
 
-def _require(condition: bool, reason: str) -> None:
-    if condition:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the browser test must run)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def playwright_api():
-    _require(CHROMIUM.exists(), f"{CHROMIUM} not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _require(False, "playwright (pip) not installed")
-    return sync_playwright
+    return sync_playwright_or_skip()
 
 
 def _serve(run, tmp_path_factory):
