@@ -12,9 +12,10 @@ A run folder ``runs/<name>/`` holds:
     NN_name/                  each notebook's figures (PNG), metrics (CSV/JSON), artefacts
     steps/NN_name.done        completion marks: a re-run with the same parameters skips the step
 
-Profiles (``demo``, ``ci``, ``full``) are JSON files in ``kidneyseg/profiles/``: shared settings plus
+Profiles (``demo``, ``ci``, ``full``, ``ci23``) are JSON files in ``kidneyseg/profiles/``: shared settings plus
 one parameter block per notebook. ``demo`` runs on phantoms on a 2-core CPU; ``full`` is what a GPU
-user runs on KiTS19 (the thesis's 350 epochs).
+user runs on KiTS19 (the thesis's 350 epochs); ``ci23`` is ``ci`` on KiTS23-style phantoms (cysts, region-based
+training, the KiTS23 protocol).
 
 >>> run_pipeline("runs/demo", phantoms=8, profile="demo")      # doctest: +SKIP
 """
@@ -46,7 +47,7 @@ NOTEBOOKS = (
     "04_ablation",
     "05_inference_evaluation",
 )
-PROFILES = ("demo", "ci", "full")
+PROFILES = ("demo", "ci", "full", "ci23")
 
 
 def load_profile(name_or_path: str) -> dict:
@@ -164,6 +165,37 @@ def notebook_parameters(name: str, profile: dict, out: Path, manifest: Path) -> 
     return {k: v.replace("{run_dir}", str(out)) if isinstance(v, str) else v for k, v in params.items()}
 
 
+def declared_parameters(notebook: Path) -> set[str]:
+    """The names a notebook's papermill ``parameters`` cell declares."""
+    import papermill as pm
+
+    return set(pm.inspect_notebook(str(notebook)))
+
+
+def check_profile_parameters(profile: dict, names: Sequence[str], notebook_dir: Path) -> dict[str, set[str]]:
+    """Refuse, before any work starts, a profile setting that no notebook would receive.
+
+    A notebook's own block may only set parameters that notebook declares; a ``shared`` setting must
+    be declared by at least one of the notebooks that run (each notebook receives the shared settings
+    it declares). Returns each notebook's declared names.
+
+    Raises:
+        KidneysegError: naming the block, the unknown keys and the notebook's valid parameters.
+    """
+    declared = {name: declared_parameters(notebook_dir / f"{name}.ipynb") for name in names}
+    for name in names:
+        unknown = sorted(set(profile.get(name, {})) - declared[name])
+        if unknown:
+            raise KidneysegError(f"profile block {name!r} sets {unknown}, which notebook {name} does not declare; "
+                                 f"its parameters: {sorted(declared[name])}")
+    anywhere = set().union(*declared.values()) if declared else set()
+    unused = sorted(set(profile.get("shared", {})) - anywhere)
+    if unused:
+        raise KidneysegError(f"profile block 'shared' sets {unused}, which none of the notebooks {list(names)} "
+                             f"declares")
+    return declared
+
+
 def kernel_manager_options() -> dict:
     """Extra papermill arguments: CurveZMQ encryption between papermill and the kernel where both support it.
 
@@ -187,10 +219,11 @@ def kernel_manager_options() -> dict:
 
 
 def _execute(nb_in: Path, nb_out: Path, params: dict, cwd: Path) -> None:
+    """Run one notebook with the parameters it declares (the profile was checked up front)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    declared = pm.inspect_notebook(str(nb_in))  # pass only what the notebook's parameters cell declares
+    declared = declared_parameters(nb_in)  # shared settings and run paths go where they are declared
     params = {k: v for k, v in params.items() if k in declared}
     try:
         pm.execute_notebook(str(nb_in), str(nb_out), parameters=params, cwd=str(cwd),
@@ -234,6 +267,7 @@ def run_pipeline(out: str | os.PathLike, *, data_dir: str | None = None, phantom
     for name in names:
         if name not in NOTEBOOKS and not (notebook_dir / f"{name}.ipynb").exists():
             raise KidneysegError(f"unknown notebook {name!r}; valid: {list(NOTEBOOKS)}")
+    check_profile_parameters(prof, names, notebook_dir)
     out = ensure_output_dir(out).resolve()
     for sub in ("notebooks", "steps"):
         ensure_output_dir(out / sub)

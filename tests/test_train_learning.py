@@ -1,6 +1,7 @@
 """An honest learning test: a small U-Net trained for a few minutes on CPU segments held-out phantoms.
 
-Data: :func:`kidneyseg.data.phantom.make_phantom` CT phantoms (64 x 64 in-plane, 2 mm slices),
+Data: :func:`kidneyseg.data.phantom.make_phantom` CT phantoms (64 x 64 in-plane at 4 mm, a 256 mm field
+of view centred on the kidneys; 2 mm slices),
 intensities clipped to [-150, 350] HU and scaled, batches from the real
 :class:`kidneyseg.train.sampler.PatchSampler`, training by the real :class:`Trainer`. The test
 asserts the untrained network is poor (so a broken loss, optimizer or data path cannot pass) and
@@ -38,7 +39,7 @@ ITERS = 20
 
 
 def _case(seed: int):
-    image, label = phantom.make_phantom(seed, size=64, slices=(24, 32), spacing_z=(2.0,))
+    image, label = phantom.make_phantom(seed, size=64, slices=(24, 32), spacing_z=(2.0,), spacing_xy=(4.0, 4.0))
     img = ((np.clip(image.array, -150, 350) - 100) / 100).astype(np.float32)
     return types.SimpleNamespace(case_id=str(seed), image=img, label=label.array.astype(np.uint8))
 

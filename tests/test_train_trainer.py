@@ -314,3 +314,16 @@ def test_resume_runs_with_todays_precision(tmp_path, monkeypatch):
     assert t.runtime.precision == "bf16" and t.config.precision == "bf16" and t.epoch == 2
     assert json.loads((tmp_path / "config.json").read_text())["precision"] == "bf16"
     assert json.loads((tmp_path / "runtime.json").read_text())["precision"] == "bf16"
+
+
+def test_a_cache_without_plan_is_refused_before_training(tmp_path):
+    """Training never starts (or returns silently) on a folder that is not a preprocess cache."""
+    from kidneyseg.errors import KidneysegError
+    from kidneyseg.train.config import preset
+    from kidneyseg.train.stage import train_stage
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with pytest.raises(KidneysegError, match="plan.json: the cache has no plan.json"):
+        train_stage(preset("demo", 1), cache, tmp_path / "model", device="cpu")
+    assert not (tmp_path / "model").exists()

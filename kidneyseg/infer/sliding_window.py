@@ -10,6 +10,10 @@ one batch of windows, and nothing is ever resampled to the original resolution h
 Optional mirror test-time augmentation runs the network on every combination of flips along
 ``mirror_axes`` and averages the softmax.
 
+Region-based networks (``output=OutputSpec(..., "regions")``, :mod:`kidneyseg.model.outputs`)
+go the same way with a sigmoid per region instead of the softmax, and their labels come from the
+nested regions (each >= 0.5) instead of the argmax.
+
 >>> import torch
 >>> net = torch.nn.Conv3d(1, 3, 1)
 >>> res = sliding_window_predict(torch.zeros(1, 20, 20, 20), net, (16, 16, 16), overlap=0.5)
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..model.outputs import OutputSpec
 from ..runtime import Runtime
 from .memory import accumulator_bytes, choose_stitch_device, window_bytes
 
@@ -37,8 +42,8 @@ class SlidingWindowResult:
     """Output of :func:`sliding_window_predict`.
 
     Attributes:
-        labels: uint8 (z, y, x) argmax at the input's (network) resolution.
-        probs: fp16 (K, z, y, x) softmax probabilities, or ``None`` unless requested.
+        labels: uint8 (z, y, x) argmax (or decoded regions) at the input's (network) resolution.
+        probs: fp16 (K, z, y, x) softmax (or region sigmoid) probabilities, or ``None`` unless requested.
         n_windows: network calls counted in windows (x mirror combinations).
         stitch_device: where the accumulators lived.
     """
@@ -112,6 +117,7 @@ def sliding_window_predict(
     sigma_scale: float = 0.125,
     progress: bool = False,
     desc: str = "sliding window",
+    output: OutputSpec | None = None,
 ) -> SlidingWindowResult:
     """Predict labels for a whole volume window by window.
 
@@ -133,6 +139,7 @@ def sliding_window_predict(
         return_probs: also return fp16 probabilities (K, z, y, x).
         sigma_scale: Gaussian sigma as a fraction of the patch size.
         progress: show a tqdm bar.
+        output: how the network's channels read (default: KiTS19 softmax over labels).
 
     Returns:
         :class:`SlidingWindowResult` with uint8 labels (z, y, x).
@@ -151,6 +158,7 @@ def sliding_window_predict(
         raise ValueError(f"image must be (C, z, y, x), got shape {tuple(x.shape)}")
     runtime = device if isinstance(device, Runtime) else Runtime(torch.device(device))
     dev = runtime.device
+    output = output or OutputSpec()
     flips = _mirror_sets(mirror_axes)
 
     shape = tuple(int(s) for s in x.shape[1:])
@@ -184,8 +192,8 @@ def sliding_window_predict(
                 xin = runtime.prepare_input(torch.flip(batch, [a + 2 for a in axes]) if axes else batch)
                 with runtime.autocast():
                     logits = _forward(network, xin)
-                # float32 and channels-first from here on (softmax, weights, sums)
-                p = torch.softmax(logits.float().contiguous(), dim=1)
+                # float32 and channels-first from here on (probabilities, weights, sums)
+                p = output.probabilities(logits.float().contiguous())
                 if axes:
                     p = torch.flip(p, [a + 2 for a in axes])
                 prob = p if prob is None else prob.add_(p)
@@ -217,7 +225,7 @@ def sliding_window_predict(
     slab = max(1, int(2 ** 24 // max(1, shape[1] * shape[2])))
     for z0 in range(0, shape[0], slab):
         a = acc[:, z0:z0 + slab] / wsum[z0:z0 + slab]
-        labels[z0:z0 + slab] = a.argmax(0).to(torch.uint8).cpu().numpy()
+        labels[z0:z0 + slab] = output.labels(a).cpu().numpy()
         if probs is not None:
             probs[:, z0:z0 + slab] = a.half().cpu().numpy()
     return SlidingWindowResult(labels, probs, n_calls, str(sdev))

@@ -99,10 +99,13 @@ class Ops:
         norm_op: normalization class (:class:`ChannelsLastInstanceNorm3d`, i.e. instance norm) or
             ``None`` for no normalization.
         nonlin: activation class (``nn.LeakyReLU``) or ``None`` for none.
+
+    A convolution followed by a normalization has no bias (the norm subtracts the mean, so a bias
+    would be a wasted parameter); without a norm it has one. ``conv_kwargs={"bias": ...}`` overrides.
     """
 
     conv_op: type[nn.Module] = nn.Conv3d
-    conv_kwargs: dict[str, Any] = field(default_factory=lambda: {"bias": True})
+    conv_kwargs: dict[str, Any] = field(default_factory=dict)
     norm_op: type[nn.Module] | None = ChannelsLastInstanceNorm3d
     norm_kwargs: dict[str, Any] = field(default_factory=lambda: {"eps": 1e-5, "affine": True})
     nonlin: type[nn.Module] | None = nn.LeakyReLU
@@ -114,6 +117,11 @@ class Ops:
     def act(self) -> nn.Module:
         return nn.Identity() if self.nonlin is None else self.nonlin(**self.nonlin_kwargs)
 
+    def conv(self, in_channels: int, out_channels: int, kernel_size, stride, padding, normalized: bool) -> nn.Module:
+        """A convolution; ``normalized``: a norm follows it (then no bias unless ``conv_kwargs`` says so)."""
+        kwargs = {"bias": not (normalized and self.norm_op is not None), **self.conv_kwargs}
+        return self.conv_op(in_channels, out_channels, kernel_size, stride, padding, **kwargs)
+
 
 def _tuple(value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
     if isinstance(value, int):
@@ -124,8 +132,15 @@ def _tuple(value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
     return value
 
 
+#: Spatial dimensions of the convolution classes a block can be built from.
+CONV_NDIM = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
+
+
 def _ndim(conv_op: type[nn.Module]) -> int:
-    return {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}.get(conv_op, 3)
+    try:
+        return CONV_NDIM[conv_op]
+    except KeyError:
+        raise ValueError(f"conv_op must be one of {[c.__name__ for c in CONV_NDIM]}, got {conv_op!r}") from None
 
 
 def same_padding(kernel_size: Sequence[int]) -> tuple[int, ...]:
@@ -150,7 +165,7 @@ class ConvNormAct(nn.Module):
         ops = ops or Ops()
         nd = _ndim(ops.conv_op)
         k, s = _tuple(kernel_size, nd), _tuple(stride, nd)
-        self.conv = ops.conv_op(in_channels, out_channels, k, s, same_padding(k), **ops.conv_kwargs)
+        self.conv = ops.conv(in_channels, out_channels, k, s, same_padding(k), normalized=True)
         self.norm = ops.norm(out_channels)
         self.act = ops.act() if activate else nn.Identity()
 
@@ -174,8 +189,7 @@ class ResidualBlock(nn.Module):
         self.conv1 = ConvNormAct(in_channels, out_channels, kernel_size, s, ops)
         self.conv2 = ConvNormAct(out_channels, out_channels, kernel_size, 1, ops, activate=False)
         if in_channels != out_channels or any(v != 1 for v in s):
-            conv_kwargs = {**ops.conv_kwargs, "bias": False}
-            self.shortcut = nn.Sequential(ops.conv_op(in_channels, out_channels, 1, s, 0, **conv_kwargs),
+            self.shortcut = nn.Sequential(ops.conv(in_channels, out_channels, 1, s, 0, normalized=True),
                                           ops.norm(out_channels))
         else:
             self.shortcut = nn.Identity()

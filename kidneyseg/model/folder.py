@@ -36,6 +36,7 @@ from ..config import from_dict
 from ..errors import fail
 from ..runtime import Runtime
 from .checkpoint import load_checkpoint, load_state_checked
+from .outputs import OutputSpec
 from .unet import NetworkConfig, UNet, build_unet
 
 __all__ = ["ModelFolder", "StageFolder", "StageSpec", "load_stage"]
@@ -134,12 +135,15 @@ class StageSpec:
         network: the architecture (``in_channels``: 1 for stage 1, 1 + prior channels for stage 2).
         patch_size: the training patch (z, y, x) voxels, used as the sliding window.
         checkpoint: the file it was loaded from.
+        output: its dataset and output kind (softmax or regions; configs from before these fields
+            read as KiTS19 softmax).
     """
 
     stage: int
     network: NetworkConfig
     patch_size: tuple[int, int, int]
     checkpoint: Path
+    output: OutputSpec = OutputSpec()
 
 
 def _spec_from_config(text: str, stage: int, source: Path) -> StageSpec:
@@ -150,7 +154,14 @@ def _spec_from_config(text: str, stage: int, source: Path) -> StageSpec:
     if not isinstance(data, dict) or "network" not in data or "patch_size" not in data:
         raise fail(source, "training config lacks 'network' or 'patch_size'")
     network = from_dict(NetworkConfig, data["network"], f"{source}: network")
-    return StageSpec(stage, network, tuple(int(p) for p in data["patch_size"]), source)
+    try:
+        output = OutputSpec(data.get("dataset"), data.get("output", "softmax"))
+    except ValueError as exc:
+        raise fail(source, str(exc)) from None
+    if output.channels != network.num_classes:
+        raise fail(source, f"network has {network.num_classes} output channels, a {output.dataset} "
+                           f"{output.kind} output needs {output.channels}")
+    return StageSpec(stage, network, tuple(int(p) for p in data["patch_size"]), source, output)
 
 
 def load_stage(folder: StageFolder, device: str | torch.device | Runtime = "cpu",

@@ -45,6 +45,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..data.datasets import get_dataset
+from ..data.manifest import manifest_dataset
 from ..errors import KidneysegError, atomic_path, ensure_output_dir, fail, read_json, write_text_atomic
 from .case import STAGES, CaseProperties, preprocess_case
 from .plan import Plan
@@ -190,7 +192,7 @@ def _process_case(task: dict) -> dict:
     if not todo:
         return result
     img = load_volume(img_path, kind="image")
-    lab = load_volume(lab_path, kind="label")
+    lab = load_volume(lab_path, kind="label", label_values=get_dataset(plan.dataset).label_values)
     if img.shape != lab.shape:
         raise fail(lab_path, f"label shape {lab.shape} differs from the image's {img.shape}")
     if not np.allclose(img.spacing, lab.spacing, rtol=1e-3):
@@ -278,6 +280,9 @@ def preprocess_dataset(manifest: str | os.PathLike, plan: Plan | str | os.PathLi
         plan.require_box()
     manifest = Path(manifest)
     df, cases, missing = _cases_from_manifest(manifest)
+    if manifest_dataset(df).name != plan.dataset:
+        raise fail(manifest, f"holds {manifest_dataset(df).name} cases but the plan was fitted on {plan.dataset}; "
+                             "fit a plan on this manifest (`kidneyseg plan`)")
     out = ensure_output_dir(out)
     meta_path = out / "cache.json"
     meta = _read_json(meta_path) if meta_path.is_file() else {}

@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..data.datasets import get_dataset
 from ..errors import fail
 from .intensity import normalize_with_plan
 from .plan import Plan
@@ -201,7 +202,8 @@ def preprocess_case(image: np.ndarray, label: np.ndarray | None, spacing: Sequen
         inside, padded = tuple((0, m.n_out) for m in maps), False
     out_img = resample_image_maps(img_src, sub_maps, plan.image_order, plan.image_order_z, sep)
     out_img = normalize_with_plan(out_img, plan, out=out_img)
-    out_lab = resample_label_maps(lab_src, sub_maps, plan.label_mode) if lab_src is not None else None
+    n_classes = get_dataset(plan.dataset).num_classes
+    out_lab = resample_label_maps(lab_src, sub_maps, plan.label_mode, n_classes) if lab_src is not None else None
     if padded:
         outside = ~(valid[0][:, None, None] & valid[1][None, :, None] & valid[2][None, None, :])
         out_img[outside] = (plan.clip_low_hu - plan.mean_hu) / plan.std_hu
@@ -211,7 +213,8 @@ def preprocess_case(image: np.ndarray, label: np.ndarray | None, spacing: Sequen
         case_id=case_id, stage=stage, plan_hash=plan.hash(), original_shape=shape, original_spacing=spacing,
         maps=tuple(maps), separate_axis=sep, resampled_shape=tuple(out_img.shape),
         resampled_spacing=tuple(m.step * s for m, s in zip(maps, spacing)), inside=inside, padded=padded,
-        crop=crop, label_voxels=None if out_lab is None else [int(v) for v in np.bincount(out_lab.ravel(), minlength=3)],
+        crop=crop, label_voxels=None if out_lab is None else [int(v) for v in np.bincount(out_lab.ravel(),
+                                                                                         minlength=n_classes)],
         **box)
     return out_img, out_lab, props
 

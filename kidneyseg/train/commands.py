@@ -65,9 +65,8 @@ def run(args) -> int:
                           device=args.device, stop_after=args.stop_after, num_workers=args.workers)
     if history:
         last = history[-1]
-        print("epoch {epoch}: train_loss {train_loss:.4f} val_dice_kidney {k} val_dice_tumor {t}".format(
-            epoch=last["epoch"], train_loss=last["train_loss"], k=_fmt(last.get("val_dice_kidney")),
-            t=_fmt(last.get("val_dice_tumor"))))
+        dice = " ".join(f"{k} {_fmt(v)}" for k, v in last.items() if k.startswith("val_dice_") and k != "val_dice_mean")
+        print(f"epoch {last['epoch']}: train_loss {last['train_loss']:.4f} {dice or 'no validation'}")
     return 0
 
 

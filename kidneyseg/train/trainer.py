@@ -1,8 +1,9 @@
 """The training loop: a short loop with hooks, configured by :class:`~kidneyseg.train.config.TrainConfig`.
 
 One epoch = ``iterations_per_epoch`` steps on training patches, then ``val_iterations`` patch
-batches of the validation split (loss and hard Dice of the KiTS19 regions: kidney = kidney +
-tumor, tumor), the learning-rate schedule, an optional full-case validation every
+batches of the validation split (loss and hard Dice of the dataset's evaluation regions, columns
+``val_dice_<region>``: KiTS19 kidney = kidney + tumor, tumor; KiTS23 kidney_and_masses, masses,
+tumor), the learning-rate schedule, an optional full-case validation every
 ``full_val_every`` epochs (a pluggable callable), one row of ``metrics.csv``, and atomic
 checkpoints ``checkpoint_last.pt`` (every epoch) and ``checkpoint_best.pt`` (best validation mean
 Dice).
@@ -39,13 +40,15 @@ from .checkpoint import get_rng_state, set_rng_state
 from .config import TrainConfig, save_config
 from .distributed import DistInfo, all_reduce_sum, barrier
 from .prefetch import Prefetcher
-from .losses import DeepSupervisionLoss, SegmentationLoss, dice_from_counts, region_counts
+from .losses import DeepSupervisionLoss, dice_from_counts, region_counts
+from .region_loss import segmentation_loss
 
 __all__ = ["Trainer", "Hook", "BatchSource", "epoch_seed"]
 #: ``(epoch, seed) -> iterable of (image [B, C, z, y, x] float32, label [B, 1, z, y, x] int64)``.
 BatchSource = Callable[[int, int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 #: ``(image, label, generator) -> (image, label)`` on the training device.
 AugmentFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+#: metrics.csv's first columns (KiTS19; another dataset has ``val_dice_<region>`` for its own regions).
 BASE_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice_kidney", "val_dice_tumor", "val_dice_mean", "lr",
                 "epoch_time_s"]
 
@@ -127,8 +130,9 @@ class Trainer:
                 self.optimizer, mode="min", factor=s.factor, patience=s.patience, threshold=s.threshold,
                 threshold_mode="rel", min_lr=s.min_lr)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.runtime.grad_scaler)
-        self.loss_fn = DeepSupervisionLoss(SegmentationLoss(cfg.loss))
-        self.val_loss_fn = SegmentationLoss(cfg.loss)
+        self.output = cfg.output_spec  # softmax over labels or sigmoid regions
+        self.loss_fn = DeepSupervisionLoss(segmentation_loss(cfg.loss, self.output))
+        self.val_loss_fn = segmentation_loss(cfg.loss, self.output)
         self.net: torch.nn.Module = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -242,14 +246,15 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, epoch: int) -> dict[str, float]:
-        """Fast patch-based validation: mean loss and hard Dice (kidney region, tumor) over the
-        batches of ``val_batches`` (same patches every epoch)."""
+        """Fast patch-based validation: mean loss and hard Dice per evaluation region (KiTS19 kidney
+        region, tumor) over the batches of ``val_batches`` (same patches every epoch)."""
         cfg = self.config
         if self.val_batches is None or cfg.val_iterations == 0:
             return {}
         self.model.eval()
         source = self.val_batches(epoch, epoch_seed(cfg.seed, 0, self.dist.rank, 3))
-        counts = torch.zeros(2, 3, dtype=torch.float64)
+        regions = self.output.data.regions
+        counts = torch.zeros(len(regions), 3, dtype=torch.float64)
         loss_sum = torch.zeros(2, dtype=torch.float64)
         for x, y in Prefetcher(source, cfg.val_iterations, 0):
             x, y = self._to_device(x, y)
@@ -257,12 +262,13 @@ class Trainer:
             with self.runtime.autocast():
                 out = self.model(x)
             loss_sum += torch.tensor([float(self.val_loss_fn(out, y)), 1.0], dtype=torch.float64)
-            counts += region_counts(out, y)
+            counts += region_counts(out, y, self.output)
         all_reduce_sum(counts, self.dist)
         all_reduce_sum(loss_sum, self.dist)
-        kidney, tumor = dice_from_counts(counts)
-        finite = [d for d in (kidney, tumor) if not math.isnan(d)]
-        return {"val_loss": float(loss_sum[0] / loss_sum[1]), "val_dice_kidney": kidney, "val_dice_tumor": tumor,
+        dice = dice_from_counts(counts)
+        finite = [d for d in dice if not math.isnan(d)]
+        return {"val_loss": float(loss_sum[0] / loss_sum[1]),
+                **{f"val_dice_{r.name}": d for r, d in zip(regions, dice)},
                 "val_dice_mean": sum(finite) / len(finite) if finite else float("nan")}
 
     def _schedule(self, epoch_done: int, monitor: float) -> None:
@@ -337,7 +343,9 @@ class Trainer:
         """Rewrite ``metrics.csv`` atomically from the history (rank 0)."""
         if not self.dist.is_main:
             return
-        cols = list(BASE_COLUMNS) + sorted({k for row in self.history for k in row} - set(BASE_COLUMNS))
+        base = [c for c in BASE_COLUMNS if not c.startswith("val_dice_") or c == "val_dice_mean"]
+        base[3:3] = [f"val_dice_{r.name}" for r in self.output.data.regions]  # after val_loss
+        cols = base + sorted({k for row in self.history for k in row} - set(base))
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=cols, restval="")
         w.writeheader()
