@@ -96,16 +96,17 @@ def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os
     cache_dir, model_dir = Path(cache_dir), Path(model_dir)
     if not cache_dir.is_dir():
         raise fail(cache_dir, "no such cache folder (build it with `kidneyseg preprocess`)")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise fail(None, "--device cuda requested but CUDA is not available")
+    # refuse an impossible precision (bf16 on a CPU without it) before anything is read
+    resolve_runtime("cuda" if device.startswith("cuda") else "cpu", config.precision, config.channels_last,
+                    training=True)
     if not (cache_dir / "plan.json").is_file():  # checked before any case is loaded
         raise fail(cache_dir / "plan.json", "the cache has no plan.json (not a `kidneyseg preprocess` folder?); a "
                                             "model folder needs the plan its cache was built with")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise fail(None, "--device cuda requested but CUDA is not available")
     config = resolve_dataset(config, cache_dir)
     info = init_distributed(device)
     dev = f"cuda:{info.local_rank}" if device.startswith("cuda") else "cpu"
-    # refuse an impossible precision (bf16 on a CPU without it) now, before the cache is loaded
-    resolve_runtime(dev, config.precision, config.channels_last, training=True)
     stage = config.stage
     train_ids = list_cases(cache_dir, split="train", stage=stage)
     val_ids = list_cases(cache_dir, split="val", stage=stage)
