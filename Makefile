@@ -15,7 +15,7 @@ export PYTHONUTF8 := 1
 QUIET   = > $(VENV)/pip.log 2>&1 || { grep -v "is ignored: it is neither" $(VENV)/pip.log | tail -30; exit 1; }
 RUN    ?= runs/demo
 
-.PHONY: demo test test-fast install bench viewer clean
+.PHONY: demo test test-fast install bench viewer lab clean
 
 demo: $(STAMP)
 	$(VENV)/bin/kidneyseg pipeline --profile demo --out $(RUN)
@@ -39,6 +39,11 @@ bench: $(STAMP)
 
 viewer: $(STAMP)
 	$(VENV)/bin/kidneyseg viewer $(RUN)
+
+# JupyterLab on 127.0.0.1 (no token, no browser tab, offline) with notebooks/; notebook 01 reads
+# the run's manifest (runs/demo/data/manifest.csv). LAB_ARGS: more `jupyter lab` options.
+lab: $(STAMP)
+	$(PY) -m kidneyseg.viewer.lab $(RUN) $(LAB_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -43,6 +43,17 @@ def ensure_output_dir(path: os.PathLike | str) -> Path:
     return path
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Read once at import (os.umask can only be read by setting it): outputs get the permissions a plain
+#: ``open(path, "w")`` would give them, not mkstemp's owner-only 0600.
+_UMASK = _process_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target: os.PathLike | str, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` when the block succeeds.
@@ -64,6 +75,8 @@ def atomic_path(target: os.PathLike | str, suffix: str | None = None) -> Iterato
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -9,6 +9,10 @@ notebooks ``04_ablation`` and ``05_inference_evaluation`` only set parameters, c
   measured against, one network on the whole volume at the *target* (fine) spacing.
 * :func:`run_ablation`: Table 4.2's variants (PM, PM without residual blocks, PM without residual
   blocks and deep supervision), several seeds each, sharing one stage-1 model; mean +- sd.
+
+Cases are scored with the evaluation protocol of the data's dataset
+(:mod:`kidneyseg.evaluate.protocols`): KiTS19's kidney/tumor report, or KiTS23's three nested
+regions at the challenge's tolerances (``tolerance_mm`` must then stay ``None``).
 """
 
 from __future__ import annotations
@@ -35,9 +39,25 @@ VARIANTS: dict[str, dict[str, bool]] = {
     "PM without Res": {"residual": False, "deep_supervision": True},
     "PM without Res and DS": {"residual": False, "deep_supervision": False},
 }
-#: Columns of the per-case tables.
+#: Columns of the per-case tables (KiTS19; KiTS23's are ``get_protocol("kits23").columns``).
 METRIC_COLUMNS = ("kidney_dice", "tumor_dice", "mean_dice", "kidney_surface_dice", "tumor_surface_dice",
                   "kidney_hd95", "tumor_hd95", "kidney_ml", "tumor_ml", "gt_kidney_ml", "gt_tumor_ml")
+
+
+def manifest_protocol(manifest: os.PathLike | str):
+    """The evaluation protocol (:class:`~kidneyseg.evaluate.protocols.Protocol`) of a manifest's dataset."""
+    from .data.manifest import manifest_dataset, read_manifest
+    from .evaluate.protocols import get_protocol
+
+    return get_protocol(manifest_dataset(read_manifest(manifest)))
+
+
+def results_protocol(results: pd.DataFrame):
+    """The protocol whose per-case columns ``results`` holds (KiTS23's regions, else KiTS19)."""
+    from .evaluate.protocols import get_protocol
+
+    kits23 = get_protocol("kits23")
+    return kits23 if all(c in results.columns for c in kits23.dice_columns) else get_protocol("kits19")
 
 
 def _slug(name: str) -> str:
@@ -66,28 +86,30 @@ def split_cases(manifest: os.PathLike | str, split: str = "val",
     return out
 
 
-def _evaluate_cases(cases, predict, pred_dir: Path | None, tolerance_mm: float,
+def _evaluate_cases(cases, predict, pred_dir: Path | None, tolerance_mm: float | None, protocol,
                     step: str = "predict") -> pd.DataFrame:
-    """Run ``predict(volume, case_id) -> (labels, timings)`` on each case and score it (recorded as ``step``)."""
+    """Run ``predict(volume, case_id) -> (labels, timings)`` on each case and score it with ``protocol``
+    (recorded as ``step`` in the run's ``resources.json``, :mod:`kidneyseg.resources`)."""
     with record(step, pred_dir) as rec:
-        df = _evaluate_each(cases, predict, pred_dir, tolerance_mm)
+        df = _evaluate_each(cases, predict, pred_dir, tolerance_mm, protocol)
         rec.details.update(cases=len(df), seconds_per_case=dict(zip(df["case_id"], df["seconds_total"])))
     return df
 
 
-def _evaluate_each(cases, predict, pred_dir: Path | None, tolerance_mm: float) -> pd.DataFrame:
-    from .evaluate.metrics import case_metrics
+def _evaluate_each(cases, predict, pred_dir: Path | None, tolerance_mm: float | None, protocol) -> pd.DataFrame:
     from .io import load_volume, save_like
 
+    protocol.tolerance(tolerance_mm)
     rows = []
     for case_id, img_path, lab_path in cases:
         t0 = time.perf_counter()
         image = load_volume(img_path, "image")
-        gt = load_volume(lab_path, "label")
+        gt = load_volume(lab_path, "label", label_values=protocol.dataset.label_values)
         labels, timings = predict(image, case_id)
         if pred_dir is not None:
             save_like(labels, pred_dir / f"{case_id}.nii.gz", gt, kind="label")
-        row = {"case_id": case_id, **case_metrics(labels, gt.array, gt.spacing, tolerance_mm)}
+        row = {"case_id": case_id, **protocol.case_metrics(labels, gt.array, gt.spacing, tolerance_mm)}
+        row.pop("tolerance_mm", None)
         row.update({f"seconds_{k}": round(v, 3) for k, v in timings.items()})
         row["seconds_total"] = round(time.perf_counter() - t0, 3)
         rows.append(row)
@@ -96,9 +118,10 @@ def _evaluate_each(cases, predict, pred_dir: Path | None, tolerance_mm: float) -
 
 def validate_model(model_dir: os.PathLike | str, manifest: os.PathLike | str, split: str = "val",
                    pred_dir: os.PathLike | str | None = None, device: str = "cpu", overlap: float = 0.5,
-                   tta: bool = False, tolerance_mm: float = 2.0, postprocess: str | None = None,
+                   tta: bool = False, tolerance_mm: float | None = None, postprocess: str | None = None,
                    max_cases: int | None = None) -> pd.DataFrame:
-    """Predict the split's cases with a cascade model and score them (one row per case).
+    """Predict the split's cases with a cascade model and score them (one row per case), with the
+    evaluation protocol of the model's dataset.
 
     Args:
         model_dir: ``MODEL_DIR`` with ``plan.json``, ``stage1/``, ``stage2/``.
@@ -109,18 +132,21 @@ def validate_model(model_dir: os.PathLike | str, manifest: os.PathLike | str, sp
         max_cases: predict at most this many cases (see :func:`split_cases`).
 
     Returns:
-        DataFrame with ``case_id``, :data:`METRIC_COLUMNS` and ``seconds_*`` timings.
+        DataFrame with ``case_id``, the protocol's columns (KiTS19: :data:`METRIC_COLUMNS`) and
+        ``seconds_*`` timings.
     """
+    from .evaluate.protocols import get_protocol
     from .infer.cascade import CascadeModel, predict_volume
 
-    model = CascadeModel.load(model_dir, device=resolve_device(device), postprocess=postprocess)
+    model = CascadeModel.load(model_dir, device=device, postprocess=postprocess)
     if pred_dir is not None:
         pred_dir = ensure_output_dir(pred_dir)
 
     def predict(volume, case_id):
         return predict_volume(volume, model, overlap=overlap, tta=tta, progress=False, case_id=case_id)
 
-    return _evaluate_cases(split_cases(manifest, split, max_cases), predict, pred_dir, tolerance_mm)
+    return _evaluate_cases(split_cases(manifest, split, max_cases), predict, pred_dir, tolerance_mm,
+                           get_protocol(model.dataset))
 
 
 def choose_postprocessing(model_dir: os.PathLike | str, raw_pred_dir: os.PathLike | str,
@@ -131,7 +157,7 @@ def choose_postprocessing(model_dir: os.PathLike | str, raw_pred_dir: os.PathLik
     ``MODEL_DIR/postprocess.json``, optionally write the post-processed maps to ``out_dir``.
 
     Returns:
-        ``(best strategy, {strategy: {"kidney_dice", "tumor_dice", "mean_dice", "n_cases"}})``.
+        ``(best strategy, {strategy: {"<region>_dice" ..., "mean_dice", "n_cases"}})``.
     """
     from .evaluate.postprocess_choice import choose_postprocessing as choose
 
@@ -146,15 +172,18 @@ def choose_postprocessing(model_dir: os.PathLike | str, raw_pred_dir: os.PathLik
 
 
 def evaluate_predictions(pred_dir: os.PathLike | str, manifest: os.PathLike | str, split: str = "val",
-                         tolerance_mm: float = 2.0, max_cases: int | None = None) -> list[dict]:
-    """Per-case metric rows (the ``kidneyseg evaluate`` rows) of ``pred_dir/<case_id>.nii.gz`` against
-    the manifest's labels of ``split`` (``max_cases``: see :func:`split_cases`)."""
+                         tolerance_mm: float | None = None, max_cases: int | None = None) -> list[dict]:
+    """Per-case metric rows (the ``kidneyseg evaluate`` rows, with ``protocol``) of
+    ``pred_dir/<case_id>.nii.gz`` against the manifest's labels of ``split``, with the protocol of
+    the manifest's dataset (``max_cases``: see :func:`split_cases`)."""
     from .evaluate.report import evaluate_pair
 
+    proto = manifest_protocol(manifest)
     rows = []
     with record("evaluate") as rec:
         for case_id, _, lab_path in split_cases(manifest, split, max_cases):
-            rows.append(evaluate_pair(Path(pred_dir) / f"{case_id}.nii.gz", lab_path, tolerance_mm, case_id=case_id))
+            rows.append({**evaluate_pair(Path(pred_dir) / f"{case_id}.nii.gz", lab_path, tolerance_mm, case_id=case_id,
+                                         protocol=proto), "protocol": proto.name})
         rec.details["cases"] = len(rows)
     return rows
 
@@ -207,13 +236,14 @@ def train_single_stage(config, manifest: os.PathLike | str, plan_path: os.PathLi
 
 def validate_single_stage(model_dir: os.PathLike | str, manifest: os.PathLike | str, split: str = "val",
                           pred_dir: os.PathLike | str | None = None, device: str = "cpu",
-                          overlap: float = 0.5, tolerance_mm: float = 2.0,
+                          overlap: float = 0.5, tolerance_mm: float | None = None,
                           postprocess: str | None = "anatomy", max_cases: int | None = None) -> pd.DataFrame:
     """Score the single-stage baseline: the case preprocessed exactly as its training cache was
     (:func:`~kidneyseg.preprocess.case.preprocess_case`, stage 1 of the single-stage plan: the
     whole volume at the target spacing), sliding window, labels back to the input grid with the one
     inverse (:func:`~kidneyseg.preprocess.case.paste_label_back`), then the cascade's
     post-processing (``postprocess=None``: the model folder's own choice)."""
+    from .evaluate.protocols import get_protocol
     from .infer.postprocess import load_choice
     from .infer.postprocess import postprocess as apply_postprocess
     from .infer.sliding_window import sliding_window_predict
@@ -231,12 +261,14 @@ def validate_single_stage(model_dir: os.PathLike | str, manifest: os.PathLike | 
     def predict(volume, case_id):
         t0 = time.perf_counter()
         x, _, props = preprocess_case(volume.array, None, volume.spacing, plan, 1, case_id=case_id)
-        res = sliding_window_predict(torch.from_numpy(x)[None], net, spec.patch_size, overlap=overlap, device=device)
-        labels = apply_postprocess(paste_label_back(res.labels, props), volume.spacing, name, **opts)
+        res = sliding_window_predict(torch.from_numpy(x)[None], net, spec.patch_size, overlap=overlap, device=device,
+                                     output=spec.output)
+        labels = apply_postprocess(paste_label_back(res.labels, props), volume.spacing, name, dataset=plan.dataset,
+                                   **opts)
         return labels, {"single_stage": time.perf_counter() - t0}
 
     return _evaluate_cases(split_cases(manifest, split, max_cases), predict, pred_dir, tolerance_mm,
-                           step="predict single stage")
+                           get_protocol(plan.dataset), step="predict single stage")
 
 
 # ---------------------------------------------------------------------------------- ablation
@@ -251,7 +283,7 @@ def _stage2_variant_config(base, variant: str, seed: int):
 def run_ablation(base_config, cache_dir: os.PathLike | str, stage1_model_dir: os.PathLike | str,
                  manifest: os.PathLike | str, out_dir: os.PathLike | str, seeds: Sequence[int] = (0, 1, 2),
                  variants: Sequence[str] = tuple(VARIANTS), split: str = "val", device: str = "cpu",
-                 tolerance_mm: float = 2.0, log=print, max_cases: int | None = None) -> pd.DataFrame:
+                 tolerance_mm: float | None = None, log=print, max_cases: int | None = None) -> pd.DataFrame:
     """Train each variant's stage-2 model for each seed and score the full cascade on ``split``.
 
     Every variant shares the stage-1 model (``stage1_model_dir/stage1``) and the plan, so the rows
@@ -295,31 +327,37 @@ def run_ablation(base_config, cache_dir: os.PathLike | str, stage1_model_dir: os
             df.insert(0, "variant", variant)
             df["train_seconds"] = round(train_s, 1)
             write_text_atomic(done, df.to_json(orient="records"))
-            log(f"ablation {variant} seed {seed}: kidney {df.kidney_dice.mean():.3f} tumor "
-                f"{df.tumor_dice.mean():.3f} ({train_s:.0f} s training)")
+            scores = " ".join(f"{c[:-5]} {df[c].mean():.3f}" for c in results_protocol(df).dice_columns)
+            log(f"ablation {variant} seed {seed}: {scores} ({train_s:.0f} s training)")
             frames.append(df)
     return pd.concat(frames, ignore_index=True)
 
 
 def ablation_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Table 4.2's layout: per variant, kidney / tumor / mean Dice (%) as mean +- sd over seeds.
+    """Table 4.2's layout: per variant, the Dice of each scored region and their mean (%), as mean +- sd
+    over seeds.
 
-    Each seed's scores are over its validation cases (NaN tumor Dice of tumor-free cases ignored;
-    the mean Dice by :func:`kidneyseg.evaluate.metrics.mean_dice`); the spread is the sample
-    standard deviation over seeds.
+    KiTS19 gives the thesis's columns (``Kidney Dice``, ``Tumor Dice``, ``Mean Dice``); KiTS23
+    rows (:func:`results_protocol`) give ``Kidney and masses Dice``, ``Masses Dice``, ``Tumor Dice``,
+    ``Mean Dice``. Each seed's scores are over its validation cases (NaN Dice of cases without the
+    region ignored; the mean Dice by :func:`kidneyseg.evaluate.metrics.mean_dice`); the spread is
+    the sample standard deviation over seeds. Numeric columns ``<region>_dice_mean`` / ``_sd``.
     """
     from .evaluate.metrics import mean_dice
 
+    regions = results_protocol(results).dataset.regions
+    cols = [f"{r.name}_dice" for r in regions]
+    labels = {**{f"{r.name}_dice": f"{r.title} Dice" for r in regions}, "mean_dice": "Mean Dice"}
     rows = []
     for variant, by_variant in results.groupby("variant", sort=False):
-        per_seed = {"kidney_dice": [], "tumor_dice": [], "mean_dice": []}
+        per_seed: dict[str, list] = {c: [] for c in [*cols, "mean_dice"]}
         for _, grp in by_variant.groupby("seed", sort=False):
-            k, t = grp["kidney_dice"].to_numpy(float), grp["tumor_dice"].to_numpy(float)
-            per_seed["kidney_dice"].append(np.nanmean(k) if np.isfinite(k).any() else np.nan)
-            per_seed["tumor_dice"].append(np.nanmean(t) if np.isfinite(t).any() else np.nan)
-            per_seed["mean_dice"].append(mean_dice({"kidney": k, "tumor": t}))
-        row = {"Method": variant, "seeds": len(per_seed["kidney_dice"])}
-        for col, label in (("kidney_dice", "Kidney Dice"), ("tumor_dice", "Tumor Dice"), ("mean_dice", "Mean Dice")):
+            values = {c: grp[c].to_numpy(float) for c in cols}
+            for c, v in values.items():
+                per_seed[c].append(np.nanmean(v) if np.isfinite(v).any() else np.nan)
+            per_seed["mean_dice"].append(mean_dice(values))
+        row = {"Method": variant, "seeds": len(per_seed["mean_dice"])}
+        for col, label in labels.items():
             vals = np.asarray(per_seed[col], float) * 100
             sd = float(np.nanstd(vals, ddof=1)) if np.sum(~np.isnan(vals)) > 1 else float("nan")
             row[label] = f"{np.nanmean(vals):.2f} ± {sd:.2f}"

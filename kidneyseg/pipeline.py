@@ -5,6 +5,8 @@ A run folder ``runs/<name>/`` holds:
     run.json                  where things are (manifest, predictions, metrics, model) - the viewer reads it
     config.json               the exact profile and parameters the run used
     version.json              package version, git revision, python/torch versions, start time
+    runtime.json              the precision and memory layout `auto` chose on the profile's device
+                              (train and predict; each trained stage also keeps its own runtime.json)
     resources.json            wall time, CPU time, peak RSS of the process tree and bytes written of each
                               notebook and of the heavy steps inside them (:mod:`kidneyseg.resources`)
     data/                     generated phantoms (when run on phantoms)
@@ -12,11 +14,12 @@ A run folder ``runs/<name>/`` holds:
     NN_name/                  each notebook's figures (PNG), metrics (CSV/JSON), artefacts
     steps/NN_name.done        completion marks: a re-run with the same parameters skips the step
 
-Profiles (``demo``, ``ci``, ``full``, ``rehearsal``) are JSON files in ``kidneyseg/profiles/``: shared
-settings plus one parameter block per notebook. ``demo`` runs on phantoms on a 2-core CPU; ``full`` is
-what a GPU user runs on KiTS19 (the thesis's 350 epochs); ``rehearsal`` is ``full`` with only the work
-capped (a few iterations, 1 seed, 3 validation cases), to run the whole path at native size on any
-machine (docs/full_scale.md).
+Profiles (``demo``, ``ci``, ``full``, ``ci23``, ``rehearsal``) are JSON files in ``kidneyseg/profiles/``:
+shared settings plus one parameter block per notebook. ``demo`` runs on phantoms on a 2-core CPU; ``full``
+is what a GPU user runs on KiTS19 (the thesis's 350 epochs); ``ci23`` is ``ci`` on KiTS23-style phantoms
+(cysts, region-based training, the KiTS23 protocol); ``rehearsal`` is ``full`` with only the work capped
+(a few iterations, 1 seed, 3 validation cases), to run the whole path at native size on any machine
+(docs/full_scale.md).
 
 >>> run_pipeline("runs/demo", phantoms=8, profile="demo")      # doctest: +SKIP
 """
@@ -50,7 +53,7 @@ NOTEBOOKS = (
     "04_ablation",
     "05_inference_evaluation",
 )
-PROFILES = ("demo", "ci", "full", "rehearsal")
+PROFILES = ("demo", "ci", "full", "ci23", "rehearsal")
 
 
 def load_profile(name_or_path: str) -> dict:
@@ -101,6 +104,15 @@ def _versions() -> dict:
     except ImportError:  # pragma: no cover
         pass
     return info
+
+
+def _runtime(profile: dict) -> dict:
+    """What ``precision: auto`` resolves to on the profile's device, for training and prediction."""
+    from .runtime import resolve_runtime
+
+    device = profile.get("shared", {}).get("device", "cpu")
+    return {"train": resolve_runtime(device, "auto", training=True).to_dict(),
+            "predict": resolve_runtime(device, "auto").to_dict()}
 
 
 def _digest(obj) -> str:
@@ -162,6 +174,37 @@ def notebook_parameters(name: str, profile: dict, out: Path, manifest: Path) -> 
     return {k: v.replace("{run_dir}", str(out)) if isinstance(v, str) else v for k, v in params.items()}
 
 
+def declared_parameters(notebook: Path) -> set[str]:
+    """The names a notebook's papermill ``parameters`` cell declares."""
+    import papermill as pm
+
+    return set(pm.inspect_notebook(str(notebook)))
+
+
+def check_profile_parameters(profile: dict, names: Sequence[str], notebook_dir: Path) -> dict[str, set[str]]:
+    """Refuse, before any work starts, a profile setting that no notebook would receive.
+
+    A notebook's own block may only set parameters that notebook declares; a ``shared`` setting must
+    be declared by at least one of the notebooks that run (each notebook receives the shared settings
+    it declares). Returns each notebook's declared names.
+
+    Raises:
+        KidneysegError: naming the block, the unknown keys and the notebook's valid parameters.
+    """
+    declared = {name: declared_parameters(notebook_dir / f"{name}.ipynb") for name in names}
+    for name in names:
+        unknown = sorted(set(profile.get(name, {})) - declared[name])
+        if unknown:
+            raise KidneysegError(f"profile block {name!r} sets {unknown}, which notebook {name} does not declare; "
+                                 f"its parameters: {sorted(declared[name])}")
+    anywhere = set().union(*declared.values()) if declared else set()
+    unused = sorted(set(profile.get("shared", {})) - anywhere)
+    if unused:
+        raise KidneysegError(f"profile block 'shared' sets {unused}, which none of the notebooks {list(names)} "
+                             f"declares")
+    return declared
+
+
 def kernel_manager_options() -> dict:
     """Extra papermill arguments: CurveZMQ encryption between papermill and the kernel where both support it.
 
@@ -185,10 +228,11 @@ def kernel_manager_options() -> dict:
 
 
 def _execute(nb_in: Path, nb_out: Path, params: dict, cwd: Path) -> None:
+    """Run one notebook with the parameters it declares (the profile was checked up front)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    declared = pm.inspect_notebook(str(nb_in))  # pass only what the notebook's parameters cell declares
+    declared = declared_parameters(nb_in)  # shared settings and run paths go where they are declared
     params = {k: v for k, v in params.items() if k in declared}
     try:
         pm.execute_notebook(str(nb_in), str(nb_out), parameters=params, cwd=str(cwd),
@@ -247,6 +291,7 @@ def run_pipeline(out: str | os.PathLike, *, data_dir: str | None = None, phantom
     for name in names:
         if name not in NOTEBOOKS and not (notebook_dir / f"{name}.ipynb").exists():
             raise KidneysegError(f"unknown notebook {name!r}; valid: {list(NOTEBOOKS)}")
+    check_profile_parameters(prof, names, notebook_dir)
     out = ensure_output_dir(out).resolve()
     for sub in ("notebooks", "steps"):
         ensure_output_dir(out / sub)
@@ -257,6 +302,7 @@ def run_pipeline(out: str | os.PathLike, *, data_dir: str | None = None, phantom
               "notebooks": names, "manifest": str(manifest)}
     write_text_atomic(out / "config.json", json.dumps(config, indent=2, default=str))
     write_text_atomic(out / "version.json", json.dumps(_versions(), indent=2))
+    write_text_atomic(out / "runtime.json", json.dumps(_runtime(prof), indent=2))
     run_info = {"manifest": os.path.relpath(manifest, out), "predictions_dir": "05_inference_evaluation/predictions",
                 "metrics_csv": "05_inference_evaluation/metrics_cascade.csv", "model_dir": "03_training/model",
                 "profile": profile}

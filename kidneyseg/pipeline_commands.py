@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Execute notebooks/01..05 in order with papermill into OUT. "
                                    "Without --data, phantoms are generated first.")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--data", metavar="DIR", help="KiTS19-layout folder with images and labels")
+    src.add_argument("--data", metavar="DIR", help="KiTS19- or KiTS23-layout folder with images and labels (the dataset is detected)")
     src.add_argument("--manifest", metavar="CSV", help="an existing manifest (e.g. from `kidneyseg manifest`)")
     src.add_argument("--phantoms", type=int, metavar="N", help="generate N phantom cases (default: profile's)")
     p.add_argument("--profile", default="demo", help=f"one of {', '.join(PROFILES)} or a profile .json (default demo)")

@@ -26,3 +26,18 @@ def test_read_json_names_the_file_and_the_problem(tmp_path):
     except KidneysegError as exc:
         msg = str(exc)
     assert "\n" not in msg
+
+
+def test_atomic_outputs_get_ordinary_permissions_not_owner_only(tmp_path):
+    """mkstemp makes 0600 files; an output must get what a plain open() gives under the same umask."""
+    import stat
+
+    from kidneyseg.errors import atomic_path
+
+    with atomic_path(tmp_path / "out.txt") as tmp:
+        tmp.write_text("x")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    mode = stat.S_IMODE((tmp_path / "out.txt").stat().st_mode)
+    assert mode == stat.S_IMODE(plain.stat().st_mode)
+    assert mode & 0o044  # readable by group/others under the usual umask, unlike mkstemp's 0600

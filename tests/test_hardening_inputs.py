@@ -335,6 +335,64 @@ def _predict_existing_output_kept(env: Env):
             "--no-progress"], "case_00001.nii.gz"
 
 
+def _predict_dicom(make, extra=()):
+    """A DICOM input (folder or zip) built by ``make(env) -> (path, name in the message)``."""
+    def setup(env: Env):
+        src, name = make(env)
+        return _predict(env, src) + list(extra), name
+    return setup
+
+
+def _dicom_series(folder: Path, **kw) -> Path:
+    from .dicom_helpers import phantom, write_ct_series
+
+    return write_ct_series(phantom((10, 32, 32)), folder, **kw)
+
+
+def _empty_dicom_folder(env: Env):
+    (env.tmp / "in" / "dicom").mkdir(parents=True)
+    return env.tmp / "in" / "dicom", "dicom"
+
+
+def _zip_without_dicom(env: Env):
+    import zipfile
+
+    z = env.tmp / "in" / "study.zip"
+    z.parent.mkdir(parents=True)
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("report.txt", "no images in here")
+    return z, "study.zip"
+
+
+def _two_equal_series(env: Env):
+    from pydicom.uid import generate_uid
+
+    study = generate_uid()
+    for name in ("series_a", "series_b"):
+        _dicom_series(env.tmp / "in" / "study" / name, study_uid=study)
+    return env.tmp / "in" / "study", "study"
+
+
+def _missing_slice(env: Env):
+    return _dicom_series(env.tmp / "in" / "gap", slice_positions=[0, 2.5, 5, 7.5, 10, 15, 17.5, 20, 22.5, 25]), "gap"
+
+
+def _gantry_tilt(env: Env):
+    return _dicom_series(env.tmp / "in" / "tilted", tilt_mm_per_slice=0.5), "tilted"
+
+
+def _dicom_seg_from_nifti(env: Env):
+    ct = _valid_ct(env.tmp / "in" / "ct.nii.gz")
+    env.old_output("pred/earlier_case.nii.gz")
+    return ["predict", "-i", str(ct), "-o", str(env.out / "pred"), "--model", str(env.model_dir), "--format",
+            "dicom-seg", "--no-progress"], "ct.nii.gz"
+
+
+def _format_name_mismatch(env: Env):
+    ct = _valid_ct(env.tmp / "in" / "ct.nii.gz")
+    return _predict(env, ct) + ["--format", "nrrd"], "ct_pred.nii.gz"
+
+
 # ------------------------------------------------------------------------------------ evaluate
 def _evaluate(pred_label=None, gt_label=None, pred_affine=None, layout="flat"):
     def setup(env: Env):
@@ -476,6 +534,14 @@ CASES = [
          r"does not look like CT", expect="warn", allow_new=("*",)),
     Case("predict-4d-singleton-accepted", "predict",
          _predict_with(lambda p: _valid_ct(p, array=H.ct_image()[..., None])), expect="ok", allow_new=("*",)),
+    Case("predict-dicom-seg-from-nifti", "predict", _dicom_seg_from_nifti, r"dicom-seg needs a DICOM series"),
+    Case("predict-format-name-mismatch", "predict", _format_name_mismatch, r"does not fit --format nrrd"),
+    Case("predict-empty-dicom-folder", "predict", _predict_dicom(_empty_dicom_folder), r"no CT found"),
+    Case("predict-zip-without-dicom", "predict", _predict_dicom(_zip_without_dicom), r"no DICOM files"),
+    Case("predict-two-equal-series", "predict", _predict_dicom(_two_equal_series), r"equally large.*--series"),
+    Case("predict-dicom-missing-slice", "predict", _predict_dicom(_missing_slice), r"not uniform"),
+    Case("predict-dicom-gantry-tilt-warns", "predict", _predict_dicom(_gantry_tilt), r"gantry tilt",
+         expect="warn", allow_new=("*",)),
     # evaluate
     Case("evaluate-label-outside-012", "evaluate", _evaluate(pred_label=_label(3)), r"label values.*3"),
     Case("evaluate-float-label", "evaluate", _evaluate(pred_label=_float_label()), r"non-integer|float"),

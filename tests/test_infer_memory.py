@@ -27,7 +27,7 @@ CHILD = textwrap.dedent('''
     model.patch1 = model.patch2 = (64, 128, 128)
     cascade.CascadeModel.load = classmethod(lambda cls, *a, **k: model)
     t0 = time.perf_counter()
-    res = predict.predict_path({src!r}, {out!r}, "unused", progress=False, log=print)
+    res = predict.predict_path({src!r}, {out!r}, "unused", progress=False, log=print, **{extra!r})
     hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
     print("JSON " + json.dumps({{"peak_gib": int(hwm) / 1024 ** 2, "seconds": time.perf_counter() - t0}}))
 ''')
@@ -47,15 +47,20 @@ MAKE = textwrap.dedent('''
 ''')
 
 
+#: predict's optional products, each computed on cropped boxes or single planes (issue 16)
+EXTRAS = {"statistics": True, "preview": True, "save_probabilities": True}
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("flock") is None,
                     reason="needs Linux /proc and flock")
-def test_1059_slice_ct_peak_rss_below_3_gib(tmp_path):
+@pytest.mark.parametrize("extra", [{}, EXTRAS], ids=["labels", "with-statistics-preview-probabilities"])
+def test_1059_slice_ct_peak_rss_below_3_gib(tmp_path, extra):
     src, out = str(tmp_path / "ct.nii"), str(tmp_path / "seg.nii.gz")
     subprocess.run([sys.executable, "-c", MAKE.format(src=src)], check=True)
     # flock: heavy jobs of a shared machine take turns (waits up to 20 min for the lock)
     p = subprocess.run(["flock", "-w", "1200", "/tmp/kidneyseg-heavy.lock", sys.executable, "-c",
-                        CHILD.format(root=str(ROOT), src=src, out=out)], capture_output=True, text=True, timeout=2400)
+                        CHILD.format(root=str(ROOT), src=src, out=out, extra=extra)], capture_output=True, text=True, timeout=2400)
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("JSON ")][-1][5:])
     print(p.stdout)
@@ -66,3 +71,9 @@ def test_1059_slice_ct_peak_rss_below_3_gib(tmp_path):
     lab = np.asanyarray(seg.dataobj)
     assert lab[500:640, 240:320, 120:190].mean() > 0.9 and lab[510:650, 240:320, 330:400].mean() > 0.9
     assert res["peak_gib"] < 3.0, res
+    if extra:
+        stats = json.loads((tmp_path / "seg.statistics.json").read_text())
+        assert set(stats["kidneys"]) == {"left", "right"}    # x index 120-190 is the patient's right
+        assert stats["kidneys"]["right"]["volume_ml"] == pytest.approx(140 * 80 * 70 * 0.8 * 0.78 ** 2 / 1000, rel=0.1)
+        assert (tmp_path / "seg.preview.png").stat().st_size > 10_000
+        assert (tmp_path / "seg.probabilities.npz").exists()

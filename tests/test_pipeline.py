@@ -124,3 +124,24 @@ def test_rehearsal_is_the_full_profile_with_only_the_work_capped():
     for block in ("04_ablation", "05_inference_evaluation"):
         assert rehearsal[block]["overrides"] == {"epochs": 1, "iterations_per_epoch": 2, "val_iterations": 1}
     assert rehearsal["04_ablation"]["seeds"] == [0]
+def test_a_profile_setting_no_notebook_declares_is_refused_before_work(setup, tmp_path):
+    """A misspelt parameter in a notebook's block (or a shared one nobody reads) is an error, not dropped."""
+    nbdir, _ = setup
+    _notebook(nbdir / "01_data_statistics.ipynb", "pass")
+    out = tmp_path / "run"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"description": "t", "01_data_statistics": {"valeu": 3}}))
+    with pytest.raises(KidneysegError,
+                       match=r"profile block '01_data_statistics' sets \['valeu'\].*parameters: \[.*'value'"):
+        pipeline.run_pipeline(out, profile=str(bad), notebooks=["01_data_statistics"], notebook_dir=nbdir,
+                              log=lambda s: None)
+    bad.write_text(json.dumps({"description": "t", "shared": {"sed": 1}}))
+    with pytest.raises(KidneysegError, match=r"'shared' sets \['sed'\]"):
+        pipeline.run_pipeline(out, profile=str(bad), notebooks=["a_first"], notebook_dir=nbdir, log=lambda s: None)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("profile", pipeline.PROFILES)
+def test_every_shipped_profile_sets_only_declared_parameters(profile):
+    prof = pipeline.load_profile(profile)
+    pipeline.check_profile_parameters(prof, list(pipeline.NOTEBOOKS), pipeline.NOTEBOOK_DIR)

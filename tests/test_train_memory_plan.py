@@ -50,9 +50,29 @@ def test_activations_scale_with_batch_and_patch_and_stages_are_listed():
 
 def test_the_thesis_step_on_cpu_is_about_twelve_gib():
     """The full network at 128^3, batch 2, fp32: the rehearsal's CPU step (docs/full_scale.md)."""
-    plan = training_memory_plan(preset("thesis", 2))
-    assert 30e6 < plan.parameters < 33e6
+    plan = training_memory_plan(preset("thesis", 2, {"precision": "fp32"}))
+    assert 30e6 < plan.parameters < 33e6 and plan.precision == "fp32"
     assert 10 * GIB < plan.total_bytes < 13 * GIB
+
+
+def test_the_plan_follows_the_runtime_precision(monkeypatch):
+    """``auto`` resolves as the trainer resolves it (kidneyseg.runtime): bf16 on a CPU with native
+    bf16, where the network's saved activations are counted from a real autocast pass (the bf16 copies
+    the convolutions keep, the norms' fp32 inputs) rather than on the meta device; on a CPU without it
+    ``auto`` is fp32 and ``bf16`` is refused."""
+    from kidneyseg import runtime
+
+    cfg = {"patch_size": [16, 64, 64]}
+    monkeypatch.setattr(runtime, "cpu_bf16_support", lambda: "AVX-512 BF16")
+    auto = training_memory_plan(preset("demo", 2, cfg))
+    fp32 = training_memory_plan(preset("demo", 2, {**cfg, "precision": "fp32"}))
+    assert (auto.precision, fp32.precision) == ("bf16", "fp32")
+    assert 0 < auto.network_activation_bytes < fp32.network_activation_bytes
+    assert auto.weight_bytes == fp32.weight_bytes  # fp32 master weights either way
+    monkeypatch.setattr(runtime, "cpu_bf16_support", lambda: None)
+    assert training_memory_plan(preset("demo", 2, cfg)).precision == "fp32"
+    with pytest.raises(KidneysegError, match="--precision bf16 on an unsupported device"):
+        training_memory_plan(preset("demo", 2, {**cfg, "precision": "bf16"}))
 
 
 def test_too_large_a_step_is_refused_naming_the_settings():
@@ -82,7 +102,12 @@ def test_training_refuses_before_loading_any_case(tmp_path, monkeypatch):
     """The refusal comes first: a cache folder that holds nothing is never opened."""
     from kidneyseg.train.stage import train_stage
 
+    from kidneyseg.preprocess.plan import Plan
+
+    from .infer_helpers import PLAN
+
     (tmp_path / "cache").mkdir()
+    Plan(**PLAN).save(tmp_path / "cache" / "plan.json")  # a cache's plan (it decides the dataset), no case
     monkeypatch.setenv("KIDNEYSEG_RAM_BUDGET_GIB", "0.001")
     with pytest.raises(KidneysegError, match="the RAM budget is 0.0 GiB; lower batch_size or patch_size"):
         train_stage(preset("demo", 1, {"patch_size": [16, 64, 64]}), tmp_path / "cache", tmp_path / "model")

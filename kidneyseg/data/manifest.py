@@ -1,9 +1,9 @@
-"""The data manifest: one CSV row per case of a KiTS19-layout folder.
+"""The data manifest: one CSV row per case of a KiTS19- or KiTS23-layout folder.
 
-A KiTS19-layout folder holds ``case_XXXXX/imaging.nii.gz`` (CT, optional),
-``case_XXXXX/segmentation.nii.gz`` (labels, optional) and an optional ``kits.json`` (the
-clinical records). :func:`build_manifest` scans it and writes one row per case with the
-columns of :data:`COLUMNS`:
+A KiTS-layout folder holds ``case_XXXXX/imaging.nii.gz`` (CT, optional),
+``case_XXXXX/segmentation.nii.gz`` (labels, optional) and optionally the clinical records,
+``kits.json`` (KiTS19) or ``kits23.json`` (KiTS23). :func:`build_manifest` scans it and writes one
+row per case with the columns of :data:`COLUMNS`:
 
 ==================  ===========================================================================
 column              meaning
@@ -13,16 +13,26 @@ image, label        file paths relative to the manifest's folder (empty when abs
 has_image/has_label whether the file exists
 shape_z/_y/_x       array shape in the canonical (z, y, x) layout, voxels (from the header)
 spacing_z/_y/_x     voxel size in mm, (z, y, x) (from the header)
-kidney_ml           KiTS19's "kidney" region: voxels of label 1 **or** 2 (kidney + tumor), ml
+kidney_ml           the outermost region (``label > 0``): KiTS19's "kidney" (kidney + tumor),
+                    KiTS23's kidney-and-masses (kidney + tumor + cyst), ml
 tumor_ml            voxels of label 2, ml
-tumor_size_cm       ``radiographic_size`` from ``kits.json`` (largest tumor diameter on CT), cm
+tumor_size_cm       ``radiographic_size`` from ``kits.json``/``kits23.json`` (largest tumor
+                    diameter on CT), cm
 split               ``train`` or ``val`` (seeded, stratified by tumor size, see :func:`assign_split`)
 excluded            ``True`` for cases whose in-plane shape differs from the dataset's mode
 exclude_reason      why (empty when not excluded)
+cyst_ml             voxels of label 3 (KiTS23's cyst), ml; empty for KiTS19
+dataset             ``kits19`` or ``kits23`` (:mod:`kidneyseg.data.datasets`), the same on every row
 ==================  ===========================================================================
 
-``kidney_ml`` follows the KiTS19 evaluation, where "kidney" means kidney *and* tumor
-(``label > 0``); the kidney parenchyma alone is ``kidney_ml - tumor_ml``.
+``kidney_ml`` follows the official evaluations, where "kidney" means kidney *and* its masses
+(``label > 0``); the kidney parenchyma alone is ``kidney_ml - tumor_ml - cyst_ml``.
+
+**Which dataset.** ``kits23.json`` in the folder means KiTS23, ``kits.json`` KiTS19 (both: refused
+as ambiguous; ``dataset=`` overrides). Without either, the voxel pass decides: a cyst (label 3) in
+any case means KiTS23, else KiTS19 (``headers_only`` cannot look and says KiTS19). A value outside
+the dataset's labels is refused, naming the file. Manifests written before the ``cyst_ml`` and
+``dataset`` columns existed read as KiTS19 (the tool refused label 3 then).
 
 Header facts take milliseconds per case; the volumes need every voxel decompressed, so they
 are computed in parallel worker processes with a progress bar (``headers_only=True`` skips
@@ -38,31 +48,32 @@ from __future__ import annotations
 import math
 import os
 import re
-import zlib
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from ..errors import KidneysegError, atomic_path, fail, read_json
 from ..io import read_header
+from .datasets import DATASETS, DEFAULT_DATASET, Dataset, dataset_for_labels, detect_dataset, get_dataset
 from .split import assign_split, mark_exclusions, n_validation
+from .volumes import ALL_LABEL_VALUES, compute_volumes, label_counts, label_volumes_ml
 
-#: The manifest's columns, in order (the shared contract).
+#: The manifest's columns, in order (the shared contract; ``cyst_ml`` and ``dataset`` came last).
 COLUMNS = (
     "case_id", "image", "label", "has_image", "has_label", "shape_z", "shape_y", "shape_x",
     "spacing_z", "spacing_y", "spacing_x", "kidney_ml", "tumor_ml", "tumor_size_cm", "split",
-    "excluded", "exclude_reason",
+    "excluded", "exclude_reason", "cyst_ml", "dataset",
 )
+#: Columns a manifest written before them may lack, and the value they then take.
+LATER_COLUMNS = {"cyst_ml": math.nan, "dataset": DEFAULT_DATASET}
+
 IMAGE_NAME = "imaging.nii.gz"
 LABEL_NAME = "segmentation.nii.gz"
 CASE_PATTERN = re.compile(r"^case_\d{5}$")
 _BOOL_COLUMNS = ("has_image", "has_label", "excluded")
 _INT_COLUMNS = ("shape_z", "shape_y", "shape_x")
-_FLOAT_COLUMNS = ("spacing_z", "spacing_y", "spacing_x", "kidney_ml", "tumor_ml", "tumor_size_cm")
+_FLOAT_COLUMNS = ("spacing_z", "spacing_y", "spacing_x", "kidney_ml", "tumor_ml", "tumor_size_cm", "cyst_ml")
 
 
 # ---------------------------------------------------------------------------------- scanning
@@ -84,11 +95,11 @@ def find_cases(data_dir: os.PathLike | str) -> list[Path]:
 
 
 def read_kits_json(path: os.PathLike | str) -> dict[str, float]:
-    """``case_id -> radiographic_size`` (cm) from a KiTS19 ``kits.json``; {} if the file is absent."""
+    """``case_id -> radiographic_size`` (cm) from a ``kits.json`` or ``kits23.json``; {} if the file is absent."""
     path = Path(path)
     if not path.exists():
         return {}
-    records = read_json(path, "kits.json (a JSON list of case records)", list)
+    records = read_json(path, f"{path.name} (a JSON list of case records)", list)
     sizes = {}
     for rec in records:
         if isinstance(rec, dict) and "case_id" in rec:
@@ -124,110 +135,62 @@ def _header_row(case_dir: Path, base: Path) -> dict:
     }
 
 
-def label_volumes_ml(path: os.PathLike | str) -> tuple[float, float]:
-    """(kidney_ml, tumor_ml) of a label file: voxels ``> 0`` and ``== 2`` times the voxel volume.
-
-    Checks every voxel is 0, 1 or 2 (one pass per value, no sort: faster than ``np.unique``
-    on the 100+ million voxels of a large KiTS19 case, and no int64 copy as ``np.bincount``).
-
-    Raises:
-        KidneysegError: unreadable/corrupt file, non-integer values or values outside {0, 1, 2}.
-    """
-    path = Path(path)
-    header = read_header(path)  # existence, NIfTI, 3D, spacing checks
-    try:
-        data = np.asanyarray(nib.load(str(path)).dataobj)
-    except (OSError, EOFError, zlib.error, ValueError) as exc:
-        raise fail(path, f"corrupt or truncated voxel data ({exc})") from None
-    if np.issubdtype(data.dtype, np.floating):
-        if not np.all(np.isfinite(data)):
-            raise fail(path, "label map contains NaN or Inf")
-        if not np.array_equal(np.rint(data), data):
-            raise fail(path, "label map has non-integer (float) values; expected 0, 1, 2")
-    counts = [int(np.count_nonzero(data == v)) for v in (0, 1, 2)]
-    if sum(counts) != data.size:
-        bad = np.unique(data[(data != 0) & (data != 1) & (data != 2)])[:5]
-        raise fail(path, f"label values must be in {{0, 1, 2}}, found {[v.item() for v in bad]}")
-    voxel_ml = float(np.prod(header.spacing)) / 1000.0
-    return (counts[1] + counts[2]) * voxel_ml, counts[2] * voxel_ml
-
-
-def _volumes_task(path: str) -> tuple[str, tuple[float, float]]:
-    return path, label_volumes_ml(path)
-
-
-def compute_volumes(paths: list[Path], workers: int | None = None, progress: bool = True
-                    ) -> dict[str, tuple[float, float]]:
-    """``str(path) -> (kidney_ml, tumor_ml)`` for label files, in ``workers`` processes.
-
-    Largest files are started first so the workers finish together. ``workers=1`` runs in
-    this process. The first bad file raises its :class:`KidneysegError` (remaining work is
-    cancelled).
-    """
-    workers = (os.cpu_count() or 1) if workers is None else int(workers)
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers!r}")
-    order = sorted((str(p) for p in paths), key=lambda p: -os.path.getsize(p))
-    bar = tqdm(total=len(order), desc="label volumes", unit="case", disable=not progress)
-    out = {}
-    try:
-        if workers == 1 or len(order) <= 1:
-            for p in order:
-                out[p] = label_volumes_ml(p)
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(order))) as pool:
-                try:
-                    for p, vols in pool.map(_volumes_task, order, chunksize=1):
-                        out[p] = vols
-                        bar.update()
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
-    finally:
-        bar.close()
-    return out
-
-
 # ---------------------------------------------------------------------------------- building
-def scan_headers(data_dir: os.PathLike | str, base: os.PathLike | str | None = None) -> pd.DataFrame:
-    """Header-only manifest rows (volumes NaN, no split yet); paths relative to ``base``."""
+def scan_headers(data_dir: os.PathLike | str, base: os.PathLike | str | None = None,
+                 dataset: str | Dataset | None = None) -> pd.DataFrame:
+    """Header-only manifest rows (volumes NaN, no split yet); paths relative to ``base``.
+
+    ``tumor_size_cm`` comes from the metadata file of ``dataset`` (default: the one the folder
+    holds, :func:`~kidneyseg.data.datasets.detect_dataset`).
+    """
     data_dir = Path(data_dir)
     cases = find_cases(data_dir)
     base = Path(base).absolute() if base is not None else data_dir.absolute()
     rows = [_header_row(c.absolute(), base) for c in cases]
     df = pd.DataFrame(rows)
-    sizes = read_kits_json(data_dir / "kits.json")
+    declared = get_dataset(dataset) if dataset is not None else detect_dataset(data_dir)
+    sizes = read_kits_json(data_dir / (declared or get_dataset(None)).metadata_file)
     df["kidney_ml"] = math.nan
     df["tumor_ml"] = math.nan
+    df["cyst_ml"] = math.nan
     df["tumor_size_cm"] = [sizes.get(c, math.nan) for c in df["case_id"]]
     return df
 
 
 def make_manifest(data_dir: os.PathLike | str, base: os.PathLike | str | None = None, *,
                   headers_only: bool = False, workers: int | None = None, seed: int = 0,
-                  progress: bool = True, n_val: int | None = None) -> pd.DataFrame:
+                  progress: bool = True, n_val: int | None = None,
+                  dataset: str | Dataset | None = None) -> pd.DataFrame:
     """The manifest of ``data_dir`` as a DataFrame (not written), paths relative to ``base``.
 
     Args:
-        data_dir: KiTS19-layout folder.
+        data_dir: KiTS19- or KiTS23-layout folder.
         base: folder the ``image``/``label`` paths are made relative to (default ``data_dir``).
-        headers_only: skip the voxel pass; ``kidney_ml``/``tumor_ml`` stay NaN.
+        headers_only: skip the voxel pass; ``kidney_ml``/``tumor_ml``/``cyst_ml`` stay NaN.
         workers: processes for the voxel pass (default: CPU count).
         seed: seed of the train/val split.
         progress: show a tqdm bar for the voxel pass.
         n_val: validation cases (default ``round(n * 20 / 210)``, the thesis's 190/20).
+        dataset: ``"kits19"`` or ``"kits23"``; default: detected (see the module docstring).
     """
     data_dir = Path(data_dir).absolute()
     base = Path(base).absolute() if base is not None else data_dir
-    df = scan_headers(data_dir, base)
+    declared = get_dataset(dataset) if dataset is not None else detect_dataset(data_dir)
+    df = scan_headers(data_dir, base, declared)
+    found: Dataset | None = declared
     if not headers_only:
         labels = [data_dir / c / LABEL_NAME for c, has in zip(df["case_id"], df["has_label"]) if has]
-        vols = compute_volumes(labels, workers=workers, progress=progress)
+        allowed = declared.label_values if declared is not None else ALL_LABEL_VALUES
+        vols = compute_volumes(labels, workers=workers, progress=progress, label_values=allowed)
+        present = {v for counts, _ in vols.values() for v, n in counts.items() if n}
+        found = declared or dataset_for_labels(present | {0})
         for i, (c, has) in enumerate(zip(df["case_id"], df["has_label"])):
             if has:
-                k, t = vols[str(data_dir / c / LABEL_NAME)]
-                df.loc[df.index[i], ["kidney_ml", "tumor_ml"]] = [k, t]
+                counts, voxel_ml = vols[str(data_dir / c / LABEL_NAME)]
+                row = [sum(counts.values()) * voxel_ml, counts.get(2, 0) * voxel_ml,
+                       counts.get(3, 0) * voxel_ml if 3 in found.label_values else math.nan]
+                df.loc[df.index[i], ["kidney_ml", "tumor_ml", "cyst_ml"]] = row
+    df["dataset"] = (found or get_dataset(None)).name
     df = mark_exclusions(df)
     df["split"] = assign_split(df, seed, n_val)
     return df[list(COLUMNS)]
@@ -244,7 +207,8 @@ def write_manifest(df: pd.DataFrame, path: os.PathLike | str) -> Path:
 
 def build_manifest(data_dir: os.PathLike | str, out_path: os.PathLike | str, *,
                    headers_only: bool = False, workers: int | None = None, seed: int = 0,
-                   progress: bool = True, n_val: int | None = None) -> Path:
+                   progress: bool = True, n_val: int | None = None,
+                   dataset: str | Dataset | None = None) -> Path:
     """Scan ``data_dir`` and write the manifest CSV to ``out_path`` (atomically).
 
     Paths in the CSV are relative to ``out_path``'s folder. See :func:`make_manifest` for the
@@ -255,7 +219,7 @@ def build_manifest(data_dir: os.PathLike | str, out_path: os.PathLike | str, *,
     """
     out_path = Path(out_path).absolute()
     df = make_manifest(data_dir, out_path.parent, headers_only=headers_only, workers=workers,
-                       seed=seed, progress=progress, n_val=n_val)
+                       seed=seed, progress=progress, n_val=n_val, dataset=dataset)
     return write_manifest(df, out_path)
 
 
@@ -275,7 +239,14 @@ def _as_bool(path, name: str, values: pd.Series) -> pd.Series:
 
 
 def validate_manifest(df: pd.DataFrame, path: os.PathLike | str | None = None) -> pd.DataFrame:
-    """Check columns, types and values of a manifest DataFrame; return it with clean dtypes."""
+    """Check columns, types and values of a manifest DataFrame; return it with clean dtypes.
+
+    The :data:`LATER_COLUMNS` may be absent (a manifest from before them) and take their defaults.
+    """
+    df = df.copy()
+    for c, default in LATER_COLUMNS.items():
+        if c not in df.columns:
+            df[c] = default
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise fail(path, f"manifest lacks columns {missing}; expected {list(COLUMNS)}")
@@ -305,7 +276,15 @@ def validate_manifest(df: pd.DataFrame, path: os.PathLike | str | None = None) -
     for c in ("image", "label", "exclude_reason"):
         df[c] = df[c].fillna("").astype(str)
     df["case_id"] = df["case_id"].astype(str)
+    names = sorted(set(df["dataset"].astype(str)))
+    if len(names) != 1 or names[0] not in DATASETS:
+        raise fail(path, f"column 'dataset' must hold one of {list(DATASETS)} on every row, found {names}")
     return df.reset_index(drop=True)
+
+
+def manifest_dataset(df: pd.DataFrame) -> Dataset:
+    """The :class:`~kidneyseg.data.datasets.Dataset` of a validated manifest (its ``dataset`` column)."""
+    return get_dataset(str(df["dataset"].iloc[0]) if "dataset" in df.columns else None)
 
 
 def read_manifest(path: os.PathLike | str) -> pd.DataFrame:
@@ -319,7 +298,7 @@ def read_manifest(path: os.PathLike | str) -> pd.DataFrame:
         raise fail(path, "no such manifest file")
     try:
         df = pd.read_csv(path, dtype={"case_id": str, "image": str, "label": str,
-                                      "split": str, "exclude_reason": str}, keep_default_na=False,
+                                      "split": str, "exclude_reason": str, "dataset": str}, keep_default_na=False,
                          na_values={c: ["", "nan", "NaN"] for c in _FLOAT_COLUMNS})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise fail(path, f"not a readable CSV manifest ({str(exc).splitlines()[0]})") from None
@@ -375,8 +354,9 @@ def select_cases(df: pd.DataFrame, split: str | None = None, include_excluded: b
 
 
 __all__ = [
-    "COLUMNS", "KidneysegError", "assign_split", "build_manifest", "case_paths", "compute_volumes",
-    "find_cases", "label_volumes_ml", "make_manifest", "mark_exclusions", "n_validation",
+    "ALL_LABEL_VALUES", "COLUMNS", "KidneysegError", "LATER_COLUMNS", "assign_split", "build_manifest", "case_paths",
+    "compute_volumes", "find_cases", "label_counts", "label_volumes_ml", "make_manifest", "manifest_dataset",
+    "mark_exclusions", "n_validation",
     "read_kits_json", "read_manifest", "scan_headers", "select_cases", "spread_by_size", "validate_manifest",
     "write_manifest",
 ]

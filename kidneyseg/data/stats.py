@@ -1,7 +1,7 @@
 """Dataset statistics: the thesis's spacing table (Table 4.1), size box plot (Fig. 4.2), volumes.
 
-All functions take a manifest DataFrame (see :mod:`kidneyseg.data.manifest`); :func:`load_cases`
-makes one from a manifest CSV or, header-only, from a KiTS19-layout folder.
+All functions take a manifest DataFrame (see :mod:`kidneyseg.data.manifest`) of KiTS19 or KiTS23;
+:func:`load_cases` makes one from a manifest CSV or, header-only, from a KiTS-layout folder.
 
 Quartiles use linear interpolation between order statistics (numpy's and pandas' default,
 Hyndman-Fan type 7). On the 210 KiTS19 label maps this reproduces every cell of Table 4.1
@@ -122,19 +122,28 @@ def plot_spacing_boxplot(df: pd.DataFrame, ax=None, title: str = "Voxel spacing"
     return _xyz_boxplot(df, "spacing", "spacing (mm)", ax, title)
 
 
-def plot_volumes(df: pd.DataFrame, ax=None, title: str = "Kidney and tumor volume per case"):
-    """Per-case kidney (label > 0) and tumor (label 2) volumes in ml, sorted by kidney volume.
+def plot_volumes(df: pd.DataFrame, ax=None, title: str | None = None):
+    """Per-case volumes in ml, sorted by the outermost region's volume (``kidney_ml``).
 
+    KiTS19: kidney region (label > 0) and tumor (label 2); KiTS23 (a ``dataset`` column saying
+    so): kidney and masses (label > 0), tumor (label 2) and cyst (label 3) stacked on it.
     Validation cases are marked with a triangle; returns the Axes.
     """
     import matplotlib.pyplot as plt
 
+    kits23 = "dataset" in df.columns and (df["dataset"] == "kits23").any()
+    if title is None:
+        title = "Kidney, tumor and cyst volume per case" if kits23 else "Kidney and tumor volume per case"
     if ax is None:
         _, ax = plt.subplots(figsize=(9, 3.5))
     d = df.sort_values("kidney_ml", na_position="last").reset_index(drop=True)
     x = np.arange(len(d))
-    ax.bar(x, d["kidney_ml"].fillna(0), color="tab:blue", label="kidney + tumor (ml)", width=1.0)
+    outer = "kidney + tumor + cyst (ml)" if kits23 else "kidney + tumor (ml)"
+    ax.bar(x, d["kidney_ml"].fillna(0), color="tab:blue", label=outer, width=1.0)
     ax.bar(x, d["tumor_ml"].fillna(0), color="tab:red", label="tumor (ml)", width=1.0)
+    if kits23:
+        ax.bar(x, d["cyst_ml"].fillna(0), bottom=d["tumor_ml"].fillna(0), color="tab:orange", label="cyst (ml)",
+               width=1.0)
     val = (d["split"] == "val").to_numpy()
     if val.any():
         ax.scatter(x[val], d.loc[val, "kidney_ml"].fillna(0), marker="v", color="k", s=14, label="val case")

@@ -5,6 +5,8 @@ reference labels and the metrics, so it happens here, after inference. Predictio
 (``kidneyseg predict --postprocess none``, or the notebook's ``postprocess="none"``) so every
 strategy starts from the same input. The winner (highest :func:`~kidneyseg.evaluate.metrics.mean_dice`
 over the cases; ties go to the order of ``STRATEGIES``) is written to ``MODEL_DIR/postprocess.json``.
+The Dice is the evaluation protocol's of the model's dataset (KiTS19: kidney and tumor, NaN for an
+empty reference; KiTS23: its three regions, both empty = 1).
 
 >>> best, scores = choose_postprocessing("model", "preds_raw", "labels")   # doctest: +SKIP
 """
@@ -17,18 +19,20 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..data.datasets import Dataset, get_dataset
 from ..errors import ensure_output_dir, fail
 from ..infer.postprocess import STRATEGIES, get_strategy, postprocess, save_choice
 from ..io import load_volume, save_like
-from .metrics import kits_dice, mean_dice
+from .metrics import mean_dice
+from .protocols import get_protocol
 from .report import find_label_files
 
 __all__ = ["best_strategy", "choose_postprocessing", "compare_strategies"]
 
 
 def compare_strategies(cases: Iterable[tuple[np.ndarray, np.ndarray, Sequence[float]]],
-                       strategies: Sequence[str] | None = None, options: Mapping[str, dict] | None = None
-                       ) -> dict[str, dict[str, float]]:
+                       strategies: Sequence[str] | None = None, options: Mapping[str, dict] | None = None,
+                       dataset: str | Dataset | None = None) -> dict[str, dict[str, float]]:
     """Score each strategy on cases.
 
     Args:
@@ -36,29 +40,33 @@ def compare_strategies(cases: Iterable[tuple[np.ndarray, np.ndarray, Sequence[fl
         strategies: names to compare (default: all).
         options: per strategy name, options other than its defaults (e.g.
             ``{"anatomy": {"min_component_ml": 5}}``).
+        dataset: the labels' dataset (default KiTS19); its protocol's Dice is used.
 
     Returns:
-        ``{name: {"kidney_dice", "tumor_dice", "mean_dice", "n_cases"}}``: NaN-ignoring means over
-        the cases and their :func:`~kidneyseg.evaluate.metrics.mean_dice`.
+        ``{name: {"<region>_dice" ..., "mean_dice", "n_cases"}}`` (KiTS19: ``kidney_dice``,
+        ``tumor_dice``): NaN-ignoring means over the cases and their
+        :func:`~kidneyseg.evaluate.metrics.mean_dice`.
     """
+    ds = get_dataset(dataset)
+    proto = get_protocol(ds)
     names = list(strategies or STRATEGIES)
     opts = {n: get_strategy(n).check_options(dict((options or {}).get(n, {}))) for n in names}
-    per = {n: {"kidney": [], "tumor": []} for n in names}
+    per = {n: {r.name: [] for r in ds.regions} for n in names}
     count = 0
     for pred, gt, spacing in cases:
         count += 1
         for n in names:
-            s = kits_dice(postprocess(pred, spacing, n, **opts[n]), gt)
-            per[n]["kidney"].append(s["kidney_dice"])
-            per[n]["tumor"].append(s["tumor_dice"])
+            for region, d in proto.dice_scores(postprocess(pred, spacing, n, dataset=ds, **opts[n]), gt).items():
+                per[n][region].append(d)
     if count == 0:
         raise ValueError("compare_strategies needs at least one case")
     out = {}
     for n, d in per.items():
-        k, t = (np.asarray(d[r], float) for r in ("kidney", "tumor"))
-        out[n] = {"kidney_dice": float(np.nanmean(k)) if np.isfinite(k).any() else float("nan"),
-                  "tumor_dice": float(np.nanmean(t)) if np.isfinite(t).any() else float("nan"),
-                  "mean_dice": mean_dice(d), "n_cases": count}
+        row = {}
+        for region, values in d.items():
+            v = np.asarray(values, float)
+            row[f"{region}_dice"] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+        out[n] = {**row, "mean_dice": mean_dice(d), "n_cases": count}
     return out
 
 
@@ -75,7 +83,8 @@ def choose_postprocessing(model_dir: os.PathLike | str, raw_pred_dir: os.PathLik
     """Compare the strategies on raw predictions, store the best in ``MODEL_DIR/postprocess.json``.
 
     Args:
-        model_dir: the model folder to write the choice into.
+        model_dir: the model folder to write the choice into; its ``plan.json`` names the dataset
+            (KiTS19 without one).
         raw_pred_dir: raw predicted label maps (``<case_id>.nii.gz`` or the KiTS layout).
         references: a folder of reference label maps, or ``case_id -> label file``; only cases
             with both a prediction and a reference are scored.
@@ -96,13 +105,20 @@ def choose_postprocessing(model_dir: os.PathLike | str, raw_pred_dir: os.PathLik
     if not ids:
         raise fail(raw_pred_dir, f"no raw predictions with a reference ({len(preds)} predictions, "
                                  f"{len(refs)} references); predict with postprocess 'none' first")
-    loaded = [(cid, load_volume(preds[cid], kind="label"), load_volume(refs[cid], kind="label")) for cid in ids]
-    scores = compare_strategies(((p.array, g.array, g.spacing) for _, p, g in loaded), strategies, options)
+    from ..model.folder import ModelFolder
+
+    folder = ModelFolder(model_dir)
+    ds = get_dataset(folder.load_plan().dataset if folder.plan_path.is_file() else None)
+    values = ds.label_values
+    loaded = [(cid, load_volume(preds[cid], kind="label", label_values=values),
+               load_volume(refs[cid], kind="label", label_values=values)) for cid in ids]
+    scores = compare_strategies(((p.array, g.array, g.spacing) for _, p, g in loaded), strategies, options, ds)
     best = best_strategy(scores)
     best_options = get_strategy(best).check_options(dict((options or {}).get(best, {})))
     save_choice(model_dir, best, scores, **best_options)
     if out_dir is not None:
         out = ensure_output_dir(out_dir)
         for cid, pred, gt in loaded:
-            save_like(postprocess(pred.array, gt.spacing, best, **best_options), out / f"{cid}.nii.gz", gt, kind="label")
+            save_like(postprocess(pred.array, gt.spacing, best, dataset=ds, **best_options), out / f"{cid}.nii.gz", gt,
+                      kind="label")
     return best, scores

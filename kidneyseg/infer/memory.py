@@ -46,13 +46,14 @@ def window_bytes(patch: Sequence[int], channels: int, num_classes: int, batch_si
 
 
 def available_bytes(device: torch.device) -> int:
-    """Free memory on ``device`` now (CUDA: ``mem_get_info``; CPU: psutil's available RAM)."""
+    """Free memory on ``device`` now (CUDA: ``mem_get_info``; CPU: the RAM budget,
+    :func:`kidneyseg.runtime.ram_budget_bytes`: ``$KIDNEYSEG_RAM_BUDGET_GIB`` or the available RAM)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
-    import psutil
+    from ..runtime import ram_budget_bytes
 
-    return int(psutil.virtual_memory().available)
+    return ram_budget_bytes()
 
 
 def choose_stitch_device(compute_device: torch.device | str, need_bytes: int, what: str = "stitching") -> torch.device:
@@ -123,7 +124,10 @@ def check_predict_memory(path, shape: Sequence[int], spacing: Sequence[float], m
     params = sum(p.numel() for net in nets for p in net.parameters())
     feats = max(int(getattr(getattr(net, "config", None), "base_features", 32)) for net in nets)
     patch = max((model.patch1, model.patch2), key=lambda p: int(np.prod(p)))
-    need = predict_case_bytes(shape, spacing, model.plan, patch, feats, params)
+    from ..data.datasets import get_dataset
+
+    need = predict_case_bytes(shape, spacing, model.plan, patch, feats, params,
+                              num_classes=get_dataset(model.dataset).num_classes)
     if need > budget:
         raise fail(path, f"predicting this CT ({' x '.join(str(int(s)) for s in shape)} voxels) needs about "
                          f"{gib(need):.1f} GiB of RAM but the RAM budget is {gib(budget):.1f} GiB "

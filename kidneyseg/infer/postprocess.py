@@ -10,8 +10,16 @@ Strategies (:data:`STRATEGIES`; each declares its options, and an unknown option
   ``min_component_ml`` (10), ``max_kidneys`` (2).
 * ``"largest"``: the thesis's rule (section 3.4): keep only the largest component of the
   foreground (``label > 0``). Note it drops the second kidney.
-* ``"largest_per_class"``: nnU-Net's keep-largest applied to each class (1, 2) separately.
+* ``"largest_per_class"``: nnU-Net's keep-largest applied to each class (1, 2; KiTS23 also 3)
+  separately.
 * ``"none"``: unchanged.
+
+Datasets (``dataset=``, :mod:`kidneyseg.data.datasets`): the "foreground" above is the dataset's
+outermost region (KiTS23 kidney-and-masses, labels 1-3) and "kidney tissue" its kidney label.
+For KiTS23 every strategy but ``none`` then keeps the nested regions consistent: a component of
+the kidney-and-masses region without kidney tissue is removed, so no tumor or cyst voxel is left
+outside a kept kidney-and-masses component (``largest_per_class`` could otherwise keep a mass
+whose kidney it dropped). KiTS19's results are unchanged.
 
 Which strategy a model uses is stored in ``MODEL_DIR/postprocess.json`` (:class:`PostprocessChoice`,
 written by :func:`save_choice` after :func:`kidneyseg.evaluate.postprocess_choice.choose_postprocessing`
@@ -37,6 +45,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..config import from_dict, to_dict
+from ..data.datasets import KITS19, Dataset, get_dataset
 from ..errors import read_json, write_text_atomic
 from ..measure.components import bounding_box, component_sizes, components, keep_largest
 from ..model.folder import ModelFolder
@@ -44,30 +53,30 @@ from ..model.folder import ModelFolder
 DEFAULT_STRATEGY = "anatomy"
 DEFAULT_MIN_COMPONENT_ML = 10.0
 
-__all__ = ["DEFAULT_STRATEGY", "PostprocessChoice", "STRATEGIES", "Strategy", "get_strategy", "load_choice",
-           "postprocess", "save_choice"]
+__all__ = ["DEFAULT_STRATEGY", "PostprocessChoice", "STRATEGIES", "Strategy", "get_strategy",
+           "keep_regions_consistent", "load_choice", "postprocess", "save_choice"]
 
 
-def _none(labels: np.ndarray, spacing) -> np.ndarray:
+def _none(labels: np.ndarray, spacing, dataset: Dataset = KITS19) -> np.ndarray:
     return labels.copy()
 
 
-def _largest(labels: np.ndarray, spacing) -> np.ndarray:
+def _largest(labels: np.ndarray, spacing, dataset: Dataset = KITS19) -> np.ndarray:
     out = labels.copy()
-    out[~keep_largest(labels > 0)] = 0
+    out[~keep_largest(labels > 0)] = 0  # label > 0: the outermost region of every dataset
     return out
 
 
-def _largest_per_class(labels: np.ndarray, spacing) -> np.ndarray:
+def _largest_per_class(labels: np.ndarray, spacing, dataset: Dataset = KITS19) -> np.ndarray:
     out = labels.copy()
-    for value in (1, 2):
+    for value in dataset.foreground_labels:
         mask = labels == value
         out[mask & ~keep_largest(mask)] = 0
     return out
 
 
 def _anatomy(labels: np.ndarray, spacing, min_component_ml: float = DEFAULT_MIN_COMPONENT_ML,
-             max_kidneys: int = 2) -> np.ndarray:
+             max_kidneys: int = 2, dataset: Dataset = KITS19) -> np.ndarray:
     out = labels.copy()
     box = bounding_box(labels > 0)
     if box is None:
@@ -75,7 +84,7 @@ def _anatomy(labels: np.ndarray, spacing, min_component_ml: float = DEFAULT_MIN_
     sub = out[box]
     comp, n = components(sub > 0)
     sizes = component_sizes(comp, n)
-    kidney_vox = np.bincount(comp.ravel(), weights=(sub == 1).ravel(), minlength=n + 1)
+    kidney_vox = np.bincount(comp.ravel(), weights=(sub == dataset.label("kidney")).ravel(), minlength=n + 1)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     ranked = [c for c in np.argsort(-sizes[1:], kind="stable") + 1 if kidney_vox[c] > 0]
     keep = ranked[:1] + [c for c in ranked[1:int(max_kidneys)] if sizes[c] * voxel_ml >= min_component_ml]
@@ -83,9 +92,28 @@ def _anatomy(labels: np.ndarray, spacing, min_component_ml: float = DEFAULT_MIN_
     return out
 
 
+def keep_regions_consistent(labels: np.ndarray, dataset: Dataset) -> np.ndarray:
+    """Remove every component of the outermost region that holds no kidney tissue, in place.
+
+    After a strategy has chosen what to keep, an inner-region voxel (tumor, cyst) must lie in a
+    kept kidney-and-masses component: the components without a kidney voxel are what is left of
+    dropped kidneys. Returns ``labels``.
+    """
+    box = bounding_box(labels > 0)
+    if box is None:
+        return labels
+    sub = labels[box]
+    comp, n = components(sub > 0)
+    kidney_vox = np.bincount(comp.ravel(), weights=(sub == dataset.label("kidney")).ravel(), minlength=n + 1)
+    orphans = np.flatnonzero(kidney_vox[1:] == 0) + 1
+    if len(orphans):
+        sub[np.isin(comp, orphans)] = 0
+    return labels
+
+
 @dataclass(frozen=True)
 class Strategy:
-    """A post-processing strategy: ``fn(labels uint8 (z, y, x), spacing (z, y, x) mm, **options)``.
+    """A post-processing strategy: ``fn(labels uint8 (z, y, x), spacing (z, y, x) mm, dataset=, **options)``.
 
     Attributes:
         name: its key in :data:`STRATEGIES`.
@@ -125,13 +153,14 @@ def get_strategy(name: str) -> Strategy:
 
 
 def postprocess(labels: np.ndarray, spacing: Sequence[float], strategy: str = DEFAULT_STRATEGY,
-                **options) -> np.ndarray:
+                dataset: str | Dataset | None = None, **options) -> np.ndarray:
     """Apply a named strategy to a label map.
 
     Args:
-        labels: uint8 (z, y, x) label map (0 background, 1 kidney, 2 tumor).
+        labels: uint8 (z, y, x) label map (0 background, 1 kidney, 2 tumor; KiTS23 3 cyst).
         spacing: voxel size (z, y, x) in mm (volume thresholds are in ml).
         strategy: a key of :data:`STRATEGIES`.
+        dataset: the labels' dataset (default KiTS19); KiTS23 adds :func:`keep_regions_consistent`.
         **options: the strategy's options (unknown ones raise ``ValueError``).
 
     Returns:
@@ -139,10 +168,14 @@ def postprocess(labels: np.ndarray, spacing: Sequence[float], strategy: str = DE
     """
     s = get_strategy(strategy)
     opts = s.check_options(options)
+    ds = get_dataset(dataset)
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise ValueError(f"labels must be 3D (z, y, x), got shape {labels.shape}")
-    return s.fn(labels.astype(np.uint8, copy=False), tuple(float(v) for v in spacing), **opts)
+    out = s.fn(labels.astype(np.uint8, copy=False), tuple(float(v) for v in spacing), dataset=ds, **opts)
+    if ds.consistent_regions and s.name != "none":
+        keep_regions_consistent(out, ds)
+    return out
 
 
 @dataclass

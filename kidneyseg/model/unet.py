@@ -211,6 +211,9 @@ class UNet(nn.Module):
 
 
 def _init_weights(module: nn.Module) -> None:
+    """He (Kaiming) normal init for every (transposed) convolution, matched to LeakyReLU's slope 0.01,
+    so activations keep their variance through the depth; biases start at 0. Norm layers keep
+    PyTorch's defaults (weight 1, bias 0). nnU-Net initialises its networks the same way."""
     if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d, nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.kaiming_normal_(module.weight, a=1e-2)
         if module.bias is not None:

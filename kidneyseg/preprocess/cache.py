@@ -53,6 +53,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..data.datasets import get_dataset
+from ..data.manifest import manifest_dataset
 from ..errors import KidneysegError, atomic_path, ensure_output_dir, fail, read_json, write_text_atomic
 from ..resources import record
 from ..runtime import ram_budget_bytes
@@ -207,7 +209,7 @@ def _process_case(task: dict) -> dict:
     if not todo:
         return result
     img = load_volume(img_path, kind="image")
-    lab = load_volume(lab_path, kind="label")
+    lab = load_volume(lab_path, kind="label", label_values=get_dataset(plan.dataset).label_values)
     if img.shape != lab.shape:
         raise fail(lab_path, f"label shape {lab.shape} differs from the image's {img.shape}")
     if not np.allclose(img.spacing, lab.spacing, rtol=1e-3):
@@ -310,6 +312,9 @@ def preprocess_dataset(manifest: str | os.PathLike, plan: Plan | str | os.PathLi
         plan.require_box()
     manifest = Path(manifest)
     df, cases, missing = _cases_from_manifest(manifest, cases)
+    if manifest_dataset(df).name != plan.dataset:
+        raise fail(manifest, f"holds {manifest_dataset(df).name} cases but the plan was fitted on {plan.dataset}; "
+                             "fit a plan on this manifest (`kidneyseg plan`)")
     workers = check_memory(df, cases, plan, stages, workers, ram_budget_bytes())  # before any work
     out = ensure_output_dir(out)
     with record("preprocess", out) as rec:

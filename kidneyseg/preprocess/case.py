@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..data.datasets import get_dataset
 from ..errors import fail
 from .intensity import normalize_with_plan
 from .plan import Plan
@@ -205,7 +206,8 @@ def preprocess_case(image: np.ndarray, label: np.ndarray | None, spacing: Sequen
         inside, padded = tuple((0, m.n_out) for m in maps), False
     out_img = resample_image_maps(img_src, sub_maps, plan.image_order, plan.image_order_z, sep)
     out_img = normalize_with_plan(out_img, plan, out=out_img)
-    out_lab = resample_label_maps(lab_src, sub_maps, plan.label_mode) if lab_src is not None else None
+    n_classes = get_dataset(plan.dataset).num_classes
+    out_lab = resample_label_maps(lab_src, sub_maps, plan.label_mode, n_classes) if lab_src is not None else None
     if padded:
         outside = ~(valid[0][:, None, None] & valid[1][None, :, None] & valid[2][None, None, :])
         out_img[outside] = (plan.clip_low_hu - plan.mean_hu) / plan.std_hu
@@ -217,14 +219,14 @@ def preprocess_case(image: np.ndarray, label: np.ndarray | None, spacing: Sequen
         case_id=case_id, stage=stage, plan_hash=plan.hash(), original_shape=shape, original_spacing=spacing,
         maps=tuple(maps), separate_axis=sep, resampled_shape=tuple(out_img.shape),
         resampled_spacing=tuple(m.step * s for m, s in zip(maps, spacing)), inside=inside, padded=padded,
-        crop=crop, label_voxels=None if out_lab is None else _label_counts(out_lab),
+        crop=crop, label_voxels=None if out_lab is None else _label_counts(out_lab, n_classes),
         image_min=float(out_img.min()) if out_img.size else None, **box)
     return out_img, out_lab, props
 
 
-def _label_counts(label: np.ndarray) -> list[int]:
-    """Voxels of each value 0, 1, 2 (no int64 copy of the map, unlike ``np.bincount``)."""
-    return [int(np.count_nonzero(label == v)) for v in range(3)]
+def _label_counts(label: np.ndarray, n_classes: int) -> list[int]:
+    """Voxels of each value ``0 .. n_classes - 1`` (no int64 copy of the map, unlike ``np.bincount``)."""
+    return [int(np.count_nonzero(label == v)) for v in range(n_classes)]
 
 
 def paste_label_back(label: np.ndarray, properties: CaseProperties) -> np.ndarray:

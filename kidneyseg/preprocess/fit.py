@@ -20,10 +20,10 @@ from .roi import bbox, extent_mm, fit_box_size, kidney_boxes
 
 def _case_task(args):
     """Worker: foreground samples (when an image is given) and box extents of one case."""
-    case_id, image_path, label_path, n, seed = args
+    case_id, image_path, label_path, n, seed, label_values = args
     from ..io import load_volume
 
-    lab = load_volume(label_path, kind="label")
+    lab = load_volume(label_path, kind="label", label_values=label_values)
     box = bbox(lab.array > 0)
     ext = extent_mm(box, lab.spacing) if box is not None else None
     kid = [extent_mm(b, lab.spacing) for b in kidney_boxes(lab.array, lab.spacing)]
@@ -76,19 +76,21 @@ def fit_plan(manifest_path: str | os.PathLike, target_spacing: Sequence[float] |
     """
     from tqdm.auto import tqdm
 
-    from ..data.manifest import case_paths
+    from ..data.manifest import case_paths, manifest_dataset
 
     if isinstance(target_spacing, str):
         if target_spacing != "median":
             raise ValueError(f"target_spacing must be 3 numbers or 'median', got {target_spacing!r}")
         target_spacing = median_spacing(manifest_path)
-    _, train = training_rows(manifest_path)
+    df, train = training_rows(manifest_path)
+    dataset = manifest_dataset(df)
     tasks = []
     for _, row in train.iterrows():
         image, label = case_paths(row, manifest_path)
         if label is None:
             continue
-        tasks.append((row["case_id"], str(image) if image else None, str(label), int(samples_per_case), int(seed)))
+        tasks.append((row["case_id"], str(image) if image else None, str(label), int(samples_per_case), int(seed),
+                      dataset.label_values))
     if not tasks:
         raise fail(manifest_path, "no training case has a label file")
     if not any(t[1] for t in tasks):
@@ -110,7 +112,7 @@ def fit_plan(manifest_path: str | os.PathLike, target_spacing: Sequence[float] |
     extents = [r[1] for r in results if r[1] is not None]
     empty = [r[0] for r in results if r[1] is None]
     if not extents:
-        raise fail(manifest_path, "no training case has foreground (kidney or tumor) voxels")
+        raise fail(manifest_path, "no training case has foreground (kidney, tumor or cyst) voxels")
     stats = fit_intensity([r[3] for r in results if r[3] is not None])
     notes = {"empty_foreground_cases": empty, "intensity_voxels": stats.n_voxels,
              "max_extent_mm": [float(v) for v in np.max(extents, axis=0)]}
@@ -119,7 +121,7 @@ def fit_plan(manifest_path: str | os.PathLike, target_spacing: Sequence[float] |
                 box_size_mm=fit_box_size(extents, margin_mm),
                 kidney_box_size_mm=fit_box_size([k for r in results for k in r[2]], margin_mm),
                 margin_mm=margin_mm, intensity_samples_per_case=int(samples_per_case), seed=int(seed),
-                n_train_cases=len(results), notes=notes, **plan_fields)
+                n_train_cases=len(results), notes=notes, **{"dataset": dataset.name, **plan_fields})
 
 
 __all__ = ["fit_plan", "median_spacing", "training_rows"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import from_dict, to_dict
+from ..data.datasets import DEFAULT_DATASET, get_dataset
 from ..errors import fail, read_json, write_text_atomic
 
 #: The thesis's target spacing, 0.78 x 0.78 x 1.0 mm (x, y, z), here in (z, y, x) order.
@@ -57,6 +58,8 @@ class Plan:
         seed: sampling seed.
         n_train_cases: training cases the fit used (information only).
         version: plan format version.
+        dataset: the dataset of the training manifest (``"kits19"`` or ``"kits23"``): its label
+            values are what the cache and the networks work with.
     """
 
     clip_low_hu: float = -1024.0
@@ -78,6 +81,7 @@ class Plan:
     n_train_cases: int = 0
     version: int = PLAN_VERSION
     notes: dict = field(default_factory=dict)
+    dataset: str = DEFAULT_DATASET
 
     def __post_init__(self):
         self.validate()
@@ -112,6 +116,7 @@ class Plan:
             raise ValueError(f"anisotropy_threshold must be > 1, got {self.anisotropy_threshold!r}")
         if self.margin_mm < 0:
             raise ValueError(f"margin_mm must be >= 0, got {self.margin_mm!r}")
+        get_dataset(self.dataset)
 
     # ------------------------------------------------------------------------------------ JSON
     def to_dict(self) -> dict:
@@ -123,10 +128,16 @@ class Plan:
         return from_dict(cls, data, source or "plan")
 
     def hash(self) -> str:
-        """Short sha256 of the fields that change preprocessing output (``notes`` excluded)."""
+        """Short sha256 of the fields that change preprocessing output (``notes`` excluded).
+
+        The default dataset does not enter the hash, so plans and caches made before the
+        ``dataset`` field existed keep their hash.
+        """
         d = self.to_dict()
         d.pop("notes", None)
         d.pop("n_train_cases", None)
+        if d.get("dataset") == DEFAULT_DATASET:
+            d.pop("dataset")
         blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -1,13 +1,9 @@
 """``kidneyseg train``: train one cascade stage from a preprocessed cache.
 
     kidneyseg train --config CONFIG --stage 1|2 --cache CACHE --out MODEL_DIR [--resume]
-                    [--extend-epochs N] [--device auto|cpu|cuda] [--no-progress]
-    kidneyseg train --config CONFIG --stage 1|2 --dry-run [--device ...] [--memory-budget GIB]
-
-Every run first prints the memory plan of one training step (weights, activations per stage, the
-batch) and refuses, in one line naming the setting to change, a step that cannot fit the GPU's
-memory or the CPU RAM budget (``--memory-budget``, ``$KIDNEYSEG_RAM_BUDGET_GIB``, else the RAM free
-now). ``--dry-run`` prints the plan, checks it and exits (no cache needed).
+                    [--extend-epochs N] [--device auto|cpu|cuda] [--precision auto|fp32|bf16|fp16]
+                    [--no-progress]
+    kidneyseg train --config CONFIG --stage 1|2 --dry-run [--device ...] [--precision ...] [--memory-budget GIB]
     kidneyseg train --write-default-config PATH [--preset thesis|demo] [--stage 1|2]
     torchrun --nproc_per_node N -m kidneyseg train ...      (DistributedDataParallel)
 """
@@ -15,6 +11,10 @@ now). ``--dry-run`` prints the plan, checks it and exits (no cache needed).
 from __future__ import annotations
 
 import argparse
+
+#: ``kidneyseg.runtime.PRECISIONS`` and ``DEVICES`` (spelt out: importing runtime loads torch, too slow for ``--help``)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
 
 __all__ = ["register"]
 
@@ -29,8 +29,11 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/stage<N>/checkpoint_last.pt")
     p.add_argument("--extend-epochs", type=int, metavar="N", help="resume and train N epochs more, no lr jump")
     p.add_argument("--stop-after", type=int, metavar="N", help="stop after N epochs in this call (resume later)")
-    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"),
+    p.add_argument("--device", default="cpu", choices=DEVICES,
                    help="training device (default cpu; auto: cuda when a GPU is visible)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="network precision (default: the config's, normally auto = bf16 where the CPU or GPU runs "
+                        "it natively, fp16 + GradScaler on older GPUs, fp32 otherwise); the loss stays fp32")
     p.add_argument("--dry-run", action="store_true", help="print the memory plan of one step, check it, exit")
     p.add_argument("--memory-budget", type=float, metavar="GIB",
                    help="memory one step may use, GiB (default: the GPU's memory, or the RAM free now)")
@@ -58,6 +61,8 @@ def run(args) -> int:
     cfg = load_config(args.config) if args.config else preset("thesis", args.stage or 1)
     if args.stage and args.stage != cfg.stage:
         cfg = type(cfg).from_dict({**cfg.to_dict(), "stage": args.stage})
+    if args.precision:
+        cfg.precision = args.precision
     if args.dry_run:
         from ..runtime import resolve_device
         from .stage import memory_check
@@ -77,9 +82,8 @@ def run(args) -> int:
                           memory_budget_bytes=budget)
     if history:
         last = history[-1]
-        print("epoch {epoch}: train_loss {train_loss:.4f} val_dice_kidney {k} val_dice_tumor {t}".format(
-            epoch=last["epoch"], train_loss=last["train_loss"], k=_fmt(last.get("val_dice_kidney")),
-            t=_fmt(last.get("val_dice_tumor"))))
+        dice = " ".join(f"{k} {_fmt(v)}" for k, v in last.items() if k.startswith("val_dice_") and k != "val_dice_mean")
+        print(f"epoch {last['epoch']}: train_loss {last['train_loss']:.4f} {dice or 'no validation'}")
     return 0
 
 

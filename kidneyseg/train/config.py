@@ -27,7 +27,10 @@ from typing import Any, Mapping
 
 from ..config import from_dict, merge, to_dict
 from ..errors import fail, write_text_atomic
+from ..model.inputs import stage_channels
+from ..model.outputs import OUTPUTS, OutputSpec
 from ..model.unet import NetworkConfig
+from ..runtime import LAYOUTS, PRECISIONS
 from .augment import AugmentConfig
 from .losses import LossConfig
 from .prior import PriorPerturbation
@@ -105,7 +108,14 @@ class TrainConfig:
 
     Args:
         stage: 1 (coarse, whole volume) or 2 (fine, ROI box with the stage-1 prior as input channels).
-        network: the architecture (``network.in_channels`` is forced to 1 for stage 1 and 3 for stage 2).
+        dataset: ``"kits19"`` or ``"kits23"``; ``None`` (default): the dataset of the cache trained
+            on (:func:`kidneyseg.train.stage.train_stage` fills it in; KiTS19 until then).
+        output: ``"softmax"`` (one channel per label, the thesis's) or ``"regions"`` (one sigmoid
+            per nested evaluation region, as nnU-Net's KiTS23 configuration; see
+            :mod:`kidneyseg.model.outputs`).
+        network: the architecture (``network.in_channels`` is forced to 1 for stage 1 and 1 + the
+            dataset's prior regions for stage 2 (KiTS19 3, KiTS23 2); ``network.num_classes`` to the
+            output's channels).
         loss: loss weights (see :mod:`kidneyseg.train.losses`).
         optimizer, scheduler: see their classes.
         epochs: number of epochs (thesis: 350); ``iterations_per_epoch`` training steps each.
@@ -114,9 +124,11 @@ class TrainConfig:
         batch_size, patch_size: patches per step and their (z, y, x) size in voxels.
         sampler: patch sampling and the stage-2 prior simulation (:class:`SamplerConfig`).
         augment: the augmentation (:class:`~kidneyseg.train.augment.AugmentConfig`; ``None`` = none).
-        precision: ``"auto"`` (bf16 on CUDA where supported, else fp16 + GradScaler; fp32 on CPU),
-            ``"bf16"``, ``"fp16"`` or ``"fp32"``.
-        channels_last: ``"auto"`` (on CUDA), ``"on"`` or ``"off"``: channels_last_3d memory format.
+        precision: ``"auto"`` (bf16 where the device runs it natively: a CPU with AMX or AVX-512
+            BF16, a GPU with bf16; fp16 + GradScaler on older GPUs; fp32 otherwise), ``"bf16"``,
+            ``"fp16"`` (CUDA only) or ``"fp32"``; see :mod:`kidneyseg.runtime`. The loss is float32.
+        channels_last: ``"auto"`` (channels_last_3d on CUDA and for bf16 training on a CPU, where
+            it was measured faster), ``"on"`` or ``"off"``.
         compile: wrap the network in ``torch.compile``.
         seed: base seed (python, numpy, torch, sampler, augmentation; each epoch and rank derives its own).
         grad_clip: gradient-norm clip (nnU-Net uses 12); 0 disables.
@@ -125,6 +137,8 @@ class TrainConfig:
     """
 
     stage: int = 1
+    dataset: str | None = None
+    output: str = "softmax"
     network: NetworkConfig = field(default_factory=NetworkConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -148,7 +162,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage!r}")
-        self.network.in_channels = 1 if self.stage == 1 else 3
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
+        self.network.in_channels = stage_channels(self.stage, self.dataset)
+        self.network.num_classes = self.output_spec.channels
         for name in ("epochs", "iterations_per_epoch", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -157,10 +174,15 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         self.patch_size = [int(p) for p in self.patch_size]
         self.network.check_patch_size(self.patch_size)
-        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
-            raise ValueError(f"precision must be 'auto', 'bf16', 'fp16' or 'fp32', got {self.precision!r}")
-        if self.channels_last not in ("auto", "on", "off"):
-            raise ValueError(f"channels_last must be 'auto', 'on' or 'off', got {self.channels_last!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.channels_last not in LAYOUTS:
+            raise ValueError(f"channels_last must be one of {list(LAYOUTS)}, got {self.channels_last!r}")
+
+    @property
+    def output_spec(self) -> OutputSpec:
+        """The network's output contract (dataset and softmax/regions)."""
+        return OutputSpec(self.dataset, self.output)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

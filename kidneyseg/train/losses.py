@@ -88,14 +88,15 @@ def soft_boundary(x: torch.Tensor) -> torch.Tensor:
 
 
 def soft_surface_dice(probs: torch.Tensor, onehot: torch.Tensor, tolerance: int = 1, batch_dice: bool = True,
-                      eps: float = 1e-6) -> torch.Tensor:
+                      eps: float = 1e-6, first_channel: int = 1) -> torch.Tensor:
     """Differentiable surface Dice at ``tolerance`` voxels over the foreground classes, in [0, 1].
 
     Classes with an empty reference and an empty prediction are skipped; if every class is
-    skipped the score is 1 (nothing to find, nothing found).
+    skipped the score is 1 (nothing to find, nothing found). Channels before ``first_channel``
+    are left out (1: the softmax's background; 0: region channels, which have none).
     """
     # contiguous copies: max-pooling a channel slice in place is slower on CPU (measured 20 vs 9 ms)
-    p, g = probs[:, 1:].contiguous(), onehot[:, 1:].contiguous()
+    p, g = probs[:, first_channel:].contiguous(), onehot[:, first_channel:].contiguous()
     bp, bg = soft_boundary(p), soft_boundary(g)
     band_p = _dilate(bp, tolerance) if tolerance > 0 else bp
     band_g = _dilate(bg, tolerance) if tolerance > 0 else bg
@@ -205,15 +206,28 @@ class DeepSupervisionLoss(torch.nn.Module):
 
 
 @torch.no_grad()
-def region_counts(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Hard TP, FP, FN voxel counts ``[2, 3]`` of the KiTS19 regions (kidney = label > 0 i.e.
-    kidney + tumor, tumor = label 2), for fast patch-based validation: accumulate over batches,
-    then Dice = ``2TP / (2TP + FP + FN)`` (:func:`dice_from_counts`)."""
-    pred = logits.argmax(1)
+def region_counts(logits: torch.Tensor, target: torch.Tensor, output=None) -> torch.Tensor:
+    """Hard TP, FP, FN voxel counts ``[R, 3]`` of the dataset's evaluation regions, for fast
+    patch-based validation: accumulate over batches, then Dice = ``2TP / (2TP + FP + FN)``
+    (:func:`dice_from_counts`).
+
+    ``output`` (a :class:`~kidneyseg.model.outputs.OutputSpec`) says how the logits become labels
+    and which regions count; default KiTS19 softmax: kidney = label > 0 (kidney + tumor), tumor =
+    label 2.
+    """
+    from ..model.outputs import OutputSpec
+
+    output = output or OutputSpec()
+    pred = logits.argmax(1) if output.kind == "softmax" else output.labels(output.probabilities(logits))
     if target.dim() == logits.dim():
         target = target[:, 0]
     rows = []
-    for p, g in ((pred > 0, target > 0), (pred == 2, target == 2)):
+    for region in output.data.regions:
+        lo, hi = min(region.labels), max(region.labels)  # nested KiTS regions are label ranges
+        p, g = (pred >= lo) & (pred <= hi), (target >= lo) & (target <= hi)
+        if region.labels != tuple(range(lo, hi + 1)):
+            values = torch.tensor(region.labels, device=pred.device)
+            p, g = torch.isin(pred, values.to(pred.dtype)), torch.isin(target, values.to(target.dtype))
         rows.append(torch.stack([(p & g).sum(), (p & ~g).sum(), (~p & g).sum()]))
     return torch.stack(rows).double().cpu()
 

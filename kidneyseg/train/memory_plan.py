@@ -40,6 +40,7 @@ import torch
 
 from ..errors import KidneysegError
 from ..model.unet import NetworkConfig, build_unet
+from ..runtime import Runtime, resolve_runtime
 from .config import TrainConfig
 
 __all__ = ["MemoryPlan", "StageMaps", "WORKSPACE_MAPS", "check_memory_plan", "training_memory_plan"]
@@ -149,21 +150,21 @@ def _min_patch(net: NetworkConfig) -> list[int]:
     return [2 * t for t in net.total_stride()]
 
 
-def _network_bytes_per_voxel(config: TrainConfig, device: torch.device, amp_dtype: torch.dtype) -> float:
+def _network_bytes_per_voxel(config: TrainConfig, runtime: Runtime) -> float:
     """Saved activation bytes of the network per (sample x patch voxel)."""
     net_cfg = config.network
     patch = _min_patch(net_cfg)
-    real = amp_dtype != torch.float32
-    where = device if real else torch.device("meta")
+    real = runtime.precision != "fp32"
+    where = runtime.device if real else torch.device("meta")
     with torch.device(where):
         net = build_unet(NetworkConfig(**net_cfg.to_dict())).train()
-    x = torch.zeros((1, net_cfg.in_channels, *patch), device=where)
+        x = torch.zeros((1, net_cfg.in_channels, *patch))
+    if real:
+        net, x = runtime.prepare_model(net), runtime.prepare_input(x)
 
     def forward():
-        if real:
-            with torch.autocast(device.type, dtype=amp_dtype):
-                return net(x)
-        return net(x)
+        with runtime.autocast():
+            return net(x)
 
     nbytes = _saved_bytes(forward, _storage_keys(net))
     return nbytes / float(np.prod(patch))
@@ -201,13 +202,15 @@ def training_memory_plan(config: TrainConfig, device: str | torch.device = "cpu"
 
     Args:
         config: the stage's training config (network, patch, batch, optimizer, loss, precision).
-        device: where training runs (``cpu``/``cuda``); decides the precision ``"auto"`` resolves to.
-    """
-    from .trainer import resolve_precision
+        device: where training runs (``auto``/``cpu``/``cuda``); with ``config.precision`` and
+            ``config.channels_last`` it decides the runtime the step runs with
+            (:func:`kidneyseg.runtime.resolve_runtime`, as the trainer resolves it).
 
-    dev = torch.device(device)
-    amp_dtype, _ = resolve_precision(config.precision, dev)
-    precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
+    Raises:
+        KidneysegError: a precision the device cannot run (bf16 on a CPU without it, ...).
+    """
+    runtime = resolve_runtime(device, config.precision, config.channels_last, training=True)
+    dev, precision = runtime.device, runtime.precision
     net = config.network
     patch = tuple(int(p) for p in config.patch_size)
     vox = int(np.prod(patch))
@@ -221,7 +224,7 @@ def training_memory_plan(config: TrainConfig, device: str | torch.device = "cpu"
         batch_size=b, patch_size=patch, precision=precision, device=dev.type, parameters=n_params,
         weight_bytes=weights, gradient_bytes=weights,
         optimizer_bytes=OPTIMIZER_SLOTS[config.optimizer.name] * weights,
-        network_activation_bytes=int(math.ceil(_network_bytes_per_voxel(config, dev, amp_dtype) * b * vox)),
+        network_activation_bytes=int(math.ceil(_network_bytes_per_voxel(config, runtime) * b * vox)),
         loss_activation_bytes=int(math.ceil(_loss_bytes_per_voxel(config) * b * vox)),
         batch_bytes=b * vox * (4 * net.in_channels + 8),
         workspace_bytes=WORKSPACE_MAPS * largest,

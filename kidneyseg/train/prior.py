@@ -88,12 +88,12 @@ def perturb_prior(label: np.ndarray, rng: np.random.Generator, cfg: PriorPerturb
     blocky upsampled stage-1 output and makes the corruption about f**3 times cheaper.
 
     Args:
-        label: (z, y, x) uint8 ground truth in {0, 1, 2} (a patch or a whole case).
+        label: (z, y, x) uint8 ground truth in {0, 1, 2} (KiTS23: {0, 1, 2, 3}; a patch or a whole case).
         rng: numpy random generator (the only source of randomness).
         cfg: probabilities and sizes; defaults to :class:`PriorPerturbation()`.
 
     Returns:
-        (z, y, x) uint8 in {0, 1, 2}, a new array of the same shape.
+        (z, y, x) uint8 with the input's label values, a new array of the same shape.
 
     >>> label = np.zeros((10, 10, 10), np.uint8); label[3:7, 3:7, 3:7] = 1
     >>> none = PriorPerturbation(p_empty=0, p_morph=0, p_drop=0, p_swap=0, p_shift=0, coarsen=1)
@@ -115,19 +115,20 @@ def perturb_prior(label: np.ndarray, rng: np.random.Generator, cfg: PriorPerturb
         drop = rng.random(n) < cfg.p_drop
         swap = rng.random(n) < cfg.p_swap
         if swap.any():
-            swapped = np.r_[False, swap][components]
-            out[swapped] = 3 - out[swapped]  # 1 <-> 2 (background is never in a component)
+            swapped = np.r_[False, swap][components] & ((out == 1) | (out == 2))
+            out[swapped] = 3 - out[swapped]  # 1 <-> 2 (a KiTS23 cyst, 3, stays)
         if drop.any():
             out[np.r_[False, drop][components]] = 0
 
-    # Boundaries: dilate/erode the foreground region, then the tumor inside it.
+    # Boundaries: dilate/erode the foreground region, then the tumor inside it (cysts keep their place).
     if out.any() and cfg.p_morph > 0:
-        fg, tumor = out > 0, out == 2
+        fg, tumor, cyst = out > 0, out == 2, out == 3
         if rng.random() < cfg.p_morph:
             fg = _morph(fg, rng, cfg)
         if rng.random() < cfg.p_morph:
             tumor = _morph(tumor, rng, cfg)
         out = fg.astype(np.uint8)
+        out[cyst & fg] = 3
         out[tumor] = 2
 
     # Misregistration: a shift of a few (full-resolution) voxels, edges replicated; done in the same

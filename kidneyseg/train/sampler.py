@@ -9,8 +9,9 @@ fine, only the patch is read):
   stream (patch ``k`` is a foreground patch when ``floor((k+1) f) > floor(k f)``), so every
   stretch of batches has the right share, not just the average.
 * Among foreground patches, tumor is chosen with probability ``tumor_fraction`` (default 1/2,
-  so tumor at least as often as kidney), from a case that contains tumor. Cases without any
-  foreground only give random patches.
+  so tumor at least as often as kidney), from a case that contains tumor (KiTS23: tumor or cyst,
+  each with half of that share when both exist). Cases without any foreground only give random
+  patches.
 * Foreground voxel locations are found once per case (sub-sampled to ``max_locations`` per
   class, seeded by the case index) and kept in memory, shared by :meth:`with_seed` copies.
 * Where a patch leaves the volume the image is padded with the case's minimum (air after
@@ -19,8 +20,9 @@ fine, only the patch is read):
   :func:`kidneyseg.train.augment.augment_batch` with ``out_shape=patch_size`` (rotations then read
   real voxels; see :func:`kidneyseg.train.augment.sample_size_for`). With ``augment=`` the sampler
   augments on the CPU itself and yields ``patch_size`` patches (use this without a GPU).
-* ``prior="perturbed-gt"`` adds stage 2's two prior channels (kidney, tumor): the one-hot of
-  :func:`kidneyseg.train.prior.perturb_prior` applied to the patch's label, so C = 3.
+* ``prior="perturbed-gt"`` adds stage 2's prior channels, the masks of the dataset's prior
+  regions (KiTS19: kidney, tumor, so C = 3; KiTS23: kidney-and-masses, C = 2) of
+  :func:`kidneyseg.train.prior.perturb_prior` applied to the patch's label.
 * Batch ``k`` depends only on ``(seed, k, rank)``: the stream is deterministic, batches can be
   made in background threads (``num_workers``) and arrive in order, and training resumes exactly
   with ``iterate(start=k)``. Under DDP give each rank its ``rank`` and ``world_size``.
@@ -49,7 +51,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..model.inputs import PRIOR_LABELS, stage_channels
+from ..data.datasets import get_dataset
+from ..model.inputs import stage_channels
 from .augment import AugmentConfig, augment_batch
 from .prior import PriorPerturbation, perturb_prior
 
@@ -105,7 +108,7 @@ class PatchSampler:
         patch_size: (z, y, x) voxels of the patches yielded.
         batch_size: patches per batch.
         fg_fraction: share of patches centered on a foreground voxel, in [0, 1].
-        prior: ``None`` (C = 1) or ``"perturbed-gt"`` (C = 3, stage 2).
+        prior: ``None`` (C = 1) or ``"perturbed-gt"`` (C = 1 + the dataset's prior regions, stage 2).
         seed: base seed; batch ``k`` is a function of ``(seed, rank, k)``.
         sample_size: (z, y, x) of the patches actually extracted (>= ``patch_size``); default
             ``patch_size``. Yielded as is unless ``augment`` is given.
@@ -122,6 +125,7 @@ class PatchSampler:
         label_dtype: dtype of the yielded labels (int64 by default; ``torch.uint8`` moves 8x fewer
             bytes to the GPU for large ``sample_size`` patches; cast after augmenting there).
         progress: show a progress bar while locating foreground.
+        dataset: whose prior regions make the prior channels (default KiTS19).
     """
 
     def __init__(self, cases: Sequence, patch_size: Sequence[int], batch_size: int, fg_fraction: float = 1 / 3,
@@ -130,7 +134,8 @@ class PatchSampler:
                  num_batches: int | None = None, num_workers: int = 1, prefetch: int = 2,
                  max_locations: int = 10000, pad_value: float | None = None,
                  perturbation: PriorPerturbation | None = None, rank: int = 0, world_size: int = 1,
-                 pin_memory: bool = False, label_dtype: torch.dtype = torch.int64, progress: bool = True):
+                 pin_memory: bool = False, label_dtype: torch.dtype = torch.int64, progress: bool = True,
+                 dataset: str | None = None):
         self.cases = list(cases)
         if not self.cases:
             raise ValueError("cases must not be empty")
@@ -161,11 +166,15 @@ class PatchSampler:
         self.rank, self.world_size = int(rank), int(world_size)
         self.pin_memory = bool(pin_memory) and torch.cuda.is_available()
         self.label_dtype = label_dtype
-        self.channels = stage_channels(2 if prior == "perturbed-gt" else 1)
+        ds = get_dataset(dataset)
+        self.prior_regions = ds.prior_regions
+        self.classes = ds.foreground_labels  # KiTS19 (1, 2), KiTS23 (1, 2, 3)
+        self.lesion_classes = tuple(c for c in self.classes if c != ds.label("kidney"))
+        self.channels = stage_channels(2 if prior == "perturbed-gt" else 1, dataset)
         self._pad_values: dict[int, float] = {}
         self._lock = threading.Lock()
         self.locations = self._locate(progress)
-        self.cases_with = {c: [i for i, loc in enumerate(self.locations) if len(loc[c])] for c in FOREGROUND_CLASSES}
+        self.cases_with = {c: [i for i, loc in enumerate(self.locations) if len(loc[c])] for c in self.classes}
         if self.fg_fraction > 0 and not any(self.cases_with.values()):
             warnings.warn("no case has foreground: every patch is placed at random", stacklevel=2)
 
@@ -179,7 +188,7 @@ class PatchSampler:
                 raise ValueError(f"case {getattr(case, 'case_id', i)!r}: image {np.shape(case.image)} and label "
                                  f"{label.shape} must be the same (z, y, x) shape")
             # Seeded by the case index only, so every seed (and with_seed) shares the same locations.
-            return class_locations(label, np.random.default_rng([i, 7]), self.max_locations)
+            return class_locations(label, np.random.default_rng([i, 7]), self.max_locations, self.classes)
 
         # Threads: reading memmaps and comparing arrays release the GIL.
         with ThreadPoolExecutor(max(1, self.num_workers)) as pool:
@@ -263,8 +272,8 @@ class PatchSampler:
             labels[j, 0] = extract_patch(case.label, start, size, 0)
             if self.prior == "perturbed-gt":
                 prior = perturb_prior(labels[j, 0], rng, self.perturbation)
-                for k, value in enumerate(PRIOR_LABELS):  # = model.inputs.prior_channels(prior), in place
-                    images[j, 1 + k] = prior == value
+                for k, region in enumerate(self.prior_regions):  # = model.inputs.prior_channels(prior), in place
+                    images[j, 1 + k] = region.mask(prior)
         image, label = torch.from_numpy(images), torch.from_numpy(labels)
         if self.augment is not None:
             g = torch.Generator().manual_seed(int(rng.integers(2**62)))
@@ -280,7 +289,10 @@ class PatchSampler:
         """Pick a case and a patch center (z, y, x) for one patch."""
         if self.is_foreground_patch(patch_index) and any(self.cases_with.values()):
             want_tumor = rng.random() < self.tumor_fraction
-            cls = 2 if (want_tumor and self.cases_with[2]) or not self.cases_with[1] else 1
+            lesions = [c for c in self.lesion_classes if self.cases_with[c]]
+            cls = lesions[0] if (want_tumor and lesions) or not self.cases_with[1] else 1
+            if cls != 1 and len(lesions) > 1:  # KiTS23: tumor or cyst (KiTS19 draws nothing more)
+                cls = lesions[int(rng.integers(len(lesions)))]
             candidates = self.cases_with[cls]
             i = candidates[int(rng.integers(len(candidates)))]
             locs = self.locations[i][cls]

@@ -7,8 +7,10 @@
                                       metrics.csv
 
 Stage 1 trains on the whole volumes at the coarse spacing (1 input channel); stage 2 on the ROI
-boxes at the target spacing with the perturbed ground truth as the stage-1 prior (3 channels:
-image + one-hot kidney, tumor; see :mod:`kidneyseg.train.prior` for the perturbation and why).
+boxes at the target spacing with the perturbed ground truth as the stage-1 prior (image + the
+dataset's prior regions: KiTS19 one-hot kidney, tumor; KiTS23 the kidney-and-masses region; see
+:mod:`kidneyseg.train.prior` for the perturbation and why). The dataset comes from the cache's
+plan; a config naming another dataset is refused.
 
 On CUDA the sampler extracts enlarged patches and the augmentation runs on the GPU inside the
 trainer; on the CPU the sampler augments in its worker thread.
@@ -16,6 +18,7 @@ trainer; on the CPU the sampler augments in its worker thread.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -26,12 +29,12 @@ import torch
 from ..errors import ensure_output_dir, fail
 from ..model.folder import ModelFolder
 from ..resources import record
-from ..runtime import ram_budget_bytes, resolve_device
+from ..runtime import ram_budget_bytes, resolve_device, resolve_runtime
 from .config import TrainConfig
 from .distributed import cleanup_distributed, init_distributed
 from .trainer import Trainer
 
-__all__ = ["memory_check", "train_stage"]
+__all__ = ["memory_check", "resolve_dataset", "train_stage"]
 
 
 def _copy_plan(cache_dir: Path, folder: ModelFolder) -> None:
@@ -46,6 +49,26 @@ def _copy_plan(cache_dir: Path, folder: ModelFolder) -> None:
 
         with atomic_path(dst) as tmp:
             shutil.copyfile(src, tmp)
+
+
+def resolve_dataset(config: TrainConfig, cache_dir: os.PathLike | str) -> TrainConfig:
+    """``config`` with the dataset of the cache's plan filled in (``dataset: null``) or checked.
+
+    Raises:
+        KidneysegError: the config names another dataset than the cache's, or the cache has no plan.
+    """
+    from ..preprocess.plan import Plan  # lazily: preprocess is an earlier step
+
+    path = Path(cache_dir) / "plan.json"
+    if not path.is_file():
+        raise fail(path, "the cache has no plan.json (not a `kidneyseg preprocess` folder?)")
+    dataset = Plan.load(path).dataset
+    if config.dataset is None:
+        return dataclasses.replace(config, dataset=dataset)
+    if config.dataset != dataset:
+        raise fail(cache_dir, f"the cache holds {dataset} cases but the config says dataset {config.dataset!r}; "
+                              f"set \"dataset\": {dataset!r} (or null to take the cache's)")
+    return config
 
 
 def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os.PathLike | str, *,
@@ -75,6 +98,12 @@ def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os
     if not cache_dir.is_dir():
         raise fail(cache_dir, "no such cache folder (build it with `kidneyseg preprocess`)")
     device = resolve_device(device).type  # "auto" -> cuda or cpu; under torchrun each rank takes its GPU
+    # refuse an impossible precision (bf16 on a CPU without it) before anything is read
+    resolve_runtime(device, config.precision, config.channels_last, training=True)
+    if not (cache_dir / "plan.json").is_file():  # checked before any case is loaded
+        raise fail(cache_dir / "plan.json", "the cache has no plan.json (not a `kidneyseg preprocess` folder?); a "
+                                            "model folder needs the plan its cache was built with")
+    config = resolve_dataset(config, cache_dir)
     plan = memory_check(config, device, budget_bytes=memory_budget_bytes)
     with record(f"train stage {config.stage}", Path(model_dir) / f"stage{config.stage}") as rec:
         rec.details.update(epochs=config.epochs, iterations_per_epoch=config.iterations_per_epoch,
@@ -132,7 +161,7 @@ def _train(config: TrainConfig, cache_dir: Path, model_dir: Path, resume: bool, 
         train_cases, patch, config.batch_size, sc.fg_fraction, prior, seed=config.seed,
         sample_size=sample_size, augment=None if on_gpu else acfg, tumor_fraction=sc.tumor_fraction,
         max_locations=sc.max_locations, perturbation=sc.prior, num_workers=num_workers,
-        rank=info.rank, world_size=info.world_size, pin_memory=on_gpu,
+        rank=info.rank, world_size=info.world_size, pin_memory=on_gpu, dataset=config.dataset,
         label_dtype=torch.uint8 if on_gpu else torch.int64, progress=config.progress and info.is_main)
     n = config.iterations_per_epoch
 
@@ -144,7 +173,7 @@ def _train(config: TrainConfig, cache_dir: Path, model_dir: Path, resume: bool, 
         val_sampler = PatchSampler(val_cases, patch, config.batch_size, sc.fg_fraction, prior,
                                    seed=config.seed + 1, tumor_fraction=sc.tumor_fraction,
                                    max_locations=sc.max_locations, perturbation=sc.prior, num_workers=0, rank=info.rank,
-                                   world_size=info.world_size, progress=False)
+                                   world_size=info.world_size, progress=False, dataset=config.dataset)
 
         def val_batches(epoch: int, seed: int):
             return val_sampler.iterate(0, config.val_iterations)

@@ -1,33 +1,32 @@
-"""Pictures of one case: 3D label surfaces (plotly) and orthogonal slice overlays (matplotlib).
+"""The 3D view of one case: label surfaces (plotly ``Mesh3d``) of ground truth and prediction.
 
-3D: each structure (kidney = label > 0, tumor = label == 2) of the ground truth and of the
-prediction becomes a ``Mesh3d`` surface from scikit-image's marching cubes, computed on a
-block-max-pooled copy of the mask (at most ``max_dim`` voxels per axis, so small tumors survive
-and a 1059-slice case stays light) and lightly smoothed. Coordinates are mm in RAS (the
-canonical (I, P, L) axes negated), so the scene is not mirrored. The CT adds context as a faint
-grey bone surface.
+Each structure of the ground truth and of the prediction becomes a ``Mesh3d`` surface from
+scikit-image's marching cubes, computed on a block-max-pooled copy of the mask (at most
+``max_dim`` voxels per axis, so small tumors survive and a 1059-slice case stays light) and lightly
+smoothed. The structures come from the case's dataset (:func:`structures`): KiTS19 kidney
+(label > 0, kidney and tumor) and tumor (label 2); KiTS23 adds the cyst (label 3). Coordinates
+are mm in RAS (the canonical (I, P, L) axes negated), so the scene is not mirrored. The CT adds
+context as a faint grey bone surface.
 
-Slices: axial, coronal and sagittal planes through one point; the top row draws ground-truth
-contours in blue and prediction contours in green on the windowed CT (the thesis's Fig 4.3
-style); the bottom row colours false positives red, false negatives yellow and kidney/tumor
-swaps magenta.
+The 3D scenes are framed on the union of the label surfaces at their true shape
+(:mod:`kidneyseg.viewer.framing`). The slice overlays are :mod:`kidneyseg.viewer.slices`.
 """
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
 from scipy import ndimage
 
+from ..data.datasets import Dataset, get_dataset
 from .catalog import CaseData
-from .style import (BONE_COLOUR, CONTOUR_GT, CONTOUR_PRED, FN_COLOUR, FP_COLOUR, MESH_COLOURS,
-                    SWAP_COLOUR, window_limits)
+from .framing import SceneFrame, crop_surface, frame_bounds, surfaces_bounds
+from .style import BONE_COLOUR, MESH_COLOURS
 
-STRUCTURES = ("kidney", "tumor")
+#: Every structure the viewer draws, in drawing order; a dataset uses those of :func:`structures`.
+STRUCTURES = ("kidney", "tumor", "cyst")
 BONE_HU = 250.0
-PANEL_NAMES = ("axial", "coronal", "sagittal")
 
 
 # --------------------------------------------------------------------------------------- 3D
@@ -88,18 +87,36 @@ def mask_surface(mask: np.ndarray, spacing, max_dim: int = 96, smooth: float = 0
     return -verts_zyx[:, ::-1], faces.astype(np.int32)  # (I, P, L) -> (R, A, S), x first
 
 
-def structure_mask(label: np.ndarray, name: str) -> np.ndarray:
-    """KiTS19 regions: ``"kidney"`` = label > 0 (kidney and tumor), ``"tumor"`` = label == 2."""
+def structures(dataset: Dataset | str | None = None) -> tuple[str, ...]:
+    """The structures drawn for a dataset: ``"kidney"``, then its other foreground labels' names.
+
+    >>> structures("kits19"), structures("kits23")
+    (('kidney', 'tumor'), ('kidney', 'tumor', 'cyst'))
+    """
+    names = get_dataset(dataset).label_names
+    found = {names[v] for v in get_dataset(dataset).foreground_labels} | {"kidney"}
+    return tuple(s for s in STRUCTURES if s in found)
+
+
+def structure_mask(label: np.ndarray, name: str, dataset: Dataset | str | None = None) -> np.ndarray:
+    """Boolean mask of one structure in a (z, y, x) label map of ``dataset`` (default KiTS19).
+
+    ``"kidney"`` is the outermost region, every foreground label (label > 0: KiTS19's kidney
+    region, KiTS23's kidney and masses); ``"tumor"`` (2) and ``"cyst"`` (3, KiTS23) are their label.
+    """
+    dataset = get_dataset(dataset)
+    if name not in structures(dataset):
+        raise ValueError(f"structure must be one of {structures(dataset)} ({dataset.name}), got {name!r}")
     if name == "kidney":
         return label > 0
-    if name == "tumor":
-        return label == 2
-    raise ValueError(f"structure must be 'kidney' or 'tumor', got {name!r}")
+    return label == dataset.label(name)
 
 
-def label_surfaces(label: np.ndarray, spacing, max_dim: int = 96) -> dict:
-    """``{"kidney": surface|None, "tumor": surface|None}`` of a label map (see :func:`mask_surface`)."""
-    return {name: mask_surface(structure_mask(label, name), spacing, max_dim) for name in STRUCTURES}
+def label_surfaces(label: np.ndarray, spacing, max_dim: int = 96, dataset: Dataset | str | None = None) -> dict:
+    """``{structure: surface | None}`` of a label map for each of the dataset's :func:`structures`
+    (KiTS19: kidney, tumor; KiTS23: kidney, tumor, cyst); see :func:`mask_surface`."""
+    return {name: mask_surface(structure_mask(label, name, dataset), spacing, max_dim)
+            for name in structures(dataset)}
 
 
 def bone_surface(image: np.ndarray, spacing, max_dim: int = 64, threshold_hu: float = BONE_HU):
@@ -108,11 +125,12 @@ def bone_surface(image: np.ndarray, spacing, max_dim: int = 64, threshold_hu: fl
 
 
 def case_surfaces(case: CaseData, max_dim: int = 96) -> dict:
-    """All surfaces of a case: ``{("gt"|"pred", "kidney"|"tumor"): surface, ("ct", "bone"): ...}``."""
+    """All surfaces of a case: ``{("gt"|"pred", structure): surface, ("ct", "bone"): ...}`` with the
+    structures of the case's dataset (``"cyst"`` for KiTS23)."""
     out: dict = {}
     for source, vol in (("gt", case.label), ("pred", case.prediction)):
         if vol is not None:
-            for name, surf in label_surfaces(vol.array, vol.spacing, max_dim).items():
+            for name, surf in label_surfaces(vol.array, vol.spacing, max_dim, case.dataset).items():
                 out[(source, name)] = surf
     if case.image is not None:
         out[("ct", "bone")] = bone_surface(case.image.array, case.image.spacing, max(32, max_dim * 2 // 3))
@@ -131,12 +149,39 @@ def _mesh_trace(surface, colour: str, name: str, opacity: float, scene: str, leg
     )
 
 
+#: 3D figure size and margins (pixels; the title and scene names above, the legend below, so
+#: plotly never shrinks the plot area) and the scenes' places in it: the camera is fitted to these.
+FIGURE_WIDTH, FIGURE_HEIGHT, TOP_MARGIN, BOTTOM_MARGIN = 1100, 480, 56, 36
+SCENE_Y = (0.0, 1.0)
+SIDE_BY_SIDE_X = ((0.0, 0.49), (0.51, 1.0))
+
+
+def scene_viewport(domain_x: tuple[float, float]) -> tuple[float, float]:
+    """(width, height) in pixels of a scene spanning ``domain_x`` of the figure's plot area."""
+    plot_h = FIGURE_HEIGHT - TOP_MARGIN - BOTTOM_MARGIN
+    return FIGURE_WIDTH * (domain_x[1] - domain_x[0]), plot_h * (SCENE_Y[1] - SCENE_Y[0])
+
+
+def label_frame(surfaces: dict, viewport: tuple[float, float]) -> SceneFrame | None:
+    """The frame around every label surface (ground truth and prediction, every structure) of
+    :func:`case_surfaces` output; the bone's when there is no label; ``None`` when empty."""
+    labels = [s for (source, _), s in surfaces.items() if source in ("gt", "pred")]
+    bounds = surfaces_bounds(labels)
+    if bounds is None:
+        bounds = surfaces_bounds(surfaces.values())
+    return None if bounds is None else frame_bounds(*bounds, viewport=viewport)
+
+
 def surfaces_figure(surfaces: dict, mode: str = "side by side", title: str = ""):
     """A plotly ``Figure`` of ground truth and prediction surfaces.
 
+    Every scene is framed on the union of all label surfaces (both kidneys, tumors, cysts, both
+    sources; :mod:`kidneyseg.viewer.framing`), at the true shape (1 mm equally long on every axis);
+    the CT bone is cropped to that box. The legend names every surface (``"ground truth cyst"``).
+
     Args:
         surfaces: output of :func:`case_surfaces`.
-        mode: ``"side by side"`` (two linked-looking scenes: ground truth | prediction) or
+        mode: ``"side by side"`` (two scenes with the same frame: ground truth | prediction) or
             ``"overlay"`` (one scene, both semi-transparent).
         title: figure title.
     """
@@ -147,163 +192,46 @@ def surfaces_figure(surfaces: dict, mode: str = "side by side", title: str = "")
     has_pred = any(k[0] == "pred" for k in surfaces)
     sources = [s for s in ("gt", "pred") if any(k[0] == s for k in surfaces)]
     two = mode == "side by side" and len(sources) == 2
+    domains = SIDE_BY_SIDE_X if two else ((0.0, 1.0),)
+    frame = label_frame(surfaces, scene_viewport(domains[0]))
     scenes = {"gt": "scene", "pred": "scene2" if two else "scene"}
     traces = []
     bone = surfaces.get(("ct", "bone"))
+    if bone is not None and frame is not None:
+        bone = crop_surface(bone, frame)
     for scene in sorted(set(scenes[s] for s in sources)) or ["scene"]:
         if bone is not None:
             traces.append(_mesh_trace(bone, BONE_COLOUR, "CT bone", 0.12, scene, scene == "scene"))
     label_names = {"gt": "ground truth", "pred": "prediction"}
     for source in sources:
-        for structure in ("kidney", "tumor"):
+        for structure in STRUCTURES:
             surf = surfaces.get((source, structure))
             if surf is None:
                 continue
             opacity = 1.0 if two or not has_pred else (0.55 if source == "gt" else 0.5)
             traces.append(_mesh_trace(surf, MESH_COLOURS[(source, structure)],
                                       f"{label_names[source]} {structure}", opacity, scenes[source], True))
-    scene_style = dict(
-        aspectmode="data", xaxis=dict(visible=False), yaxis=dict(visible=False), zaxis=dict(visible=False),
-        camera=dict(eye=dict(x=0.0, y=1.9, z=0.5), up=dict(x=0, y=0, z=1)), bgcolor="white",
-    )
+    hidden = dict(visible=False)
+    scene_style = dict(xaxis=dict(hidden), yaxis=dict(hidden), zaxis=dict(hidden), bgcolor="white")
+    if frame is not None:
+        for key, value in frame.scene_layout().items():
+            scene_style[key] = {**scene_style.get(key, {}), **value} if key.endswith("axis") else value
+    else:
+        scene_style.update(aspectmode="data", camera=dict(eye=dict(x=0.0, y=1.9, z=0.5), up=dict(x=0, y=0, z=1)))
     layout = go.Layout(
-        title=dict(text=title, x=0.5, font=dict(size=14)), height=480, width=1100, autosize=False, margin=dict(l=0, r=0, t=40, b=0),
-        legend=dict(orientation="h", y=-0.02, x=0.5, xanchor="center"), paper_bgcolor="white",
-        scene=dict(domain=dict(x=[0.0, 0.49] if two else [0.0, 1.0], y=[0.05, 1.0]), **scene_style),
+        title=dict(text=title, x=0.5, y=0.985, yanchor="top", font=dict(size=14)), height=FIGURE_HEIGHT, width=FIGURE_WIDTH,
+        autosize=False, margin=dict(l=0, r=0, t=TOP_MARGIN, b=BOTTOM_MARGIN),
+        legend=dict(orientation="h", y=-0.01, yanchor="top", x=0.5, xanchor="center"), paper_bgcolor="white",
+        scene=dict(domain=dict(x=list(domains[0]), y=list(SCENE_Y)), **scene_style),
     )
     if two:
-        layout.scene2 = dict(domain=dict(x=[0.51, 1.0], y=[0.05, 1.0]), **scene_style)
+        layout.scene2 = dict(domain=dict(x=list(domains[1]), y=list(SCENE_Y)), **scene_style)
         layout.annotations = [
-            dict(text="ground truth", x=0.245, y=1.0, xref="paper", yref="paper", showarrow=False),
-            dict(text="prediction", x=0.755, y=1.0, xref="paper", yref="paper", showarrow=False),
+            dict(text=text, x=sum(domain) / 2, y=1.0, yanchor="bottom", xref="paper", yref="paper", showarrow=False)
+            for text, domain in zip(("ground truth", "prediction"), domains)
         ]
     return go.Figure(data=traces, layout=layout)
 
 
-# ----------------------------------------------------------------------------------- slices
-def focus_point(case: CaseData) -> tuple[int, int, int]:
-    """Voxel (z, y, x) the slices start at: tumor centre, else kidney, else prediction, else middle."""
-    for vol, name in ((case.label, "tumor"), (case.label, "kidney"), (case.prediction, "tumor"),
-                      (case.prediction, "kidney")):
-        if vol is not None:
-            centre = mask_centre(structure_mask(vol.array, name))
-            if centre is not None:
-                return centre
-    return tuple(s // 2 for s in case.shape)  # type: ignore[return-value]
-
-
-def mask_centre(mask: np.ndarray) -> tuple[int, int, int] | None:
-    """Centre of mass (voxel indices, rounded) of a boolean (z, y, x) mask; ``None`` if empty.
-
-    Computed from axis projections inside the occupied z-slab: about 10x faster than
-    ``scipy.ndimage.center_of_mass`` on a 1059 x 512 x 512 mask (measured 12.6 s there).
-
-    >>> m = np.zeros((5, 5, 5), bool); m[1:4, 2, 0:3] = True
-    >>> mask_centre(m)
-    (2, 2, 1)
-    """
-    per_z = mask.sum(axis=(1, 2), dtype=np.int64)
-    total = int(per_z.sum())
-    if total == 0:
-        return None
-    nz = np.flatnonzero(per_z)
-    slab = mask[nz[0]: nz[-1] + 1]
-    per_y = slab.sum(axis=(0, 2), dtype=np.int64)
-    per_x = slab.sum(axis=(0, 1), dtype=np.int64)
-    return tuple(int(round(float((np.arange(len(p)) * p).sum()) / total))  # type: ignore[return-value]
-                 for p in (per_z, per_y, per_x))
-
-
-def _plane(array: np.ndarray | None, axis: int, index: int):
-    if array is None:
-        return None
-    return np.take(array, index, axis=axis)
-
-
-def slice_figure_png(case: CaseData, point: tuple[int, int, int], window="abdomen",
-                     dpi: int = 80) -> bytes:
-    """PNG of the three orthogonal planes through ``point`` (z, y, x), contours and error maps.
-
-    Args:
-        case: loaded case.
-        point: voxel indices (z, y, x), clipped to the volume.
-        window: preset name (``"abdomen"``, ``"kidney"``, ``"bone"``) or ``(width, level)`` HU.
-        dpi: output resolution.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
-    lo, hi = window_limits(window)
-    shape = case.shape
-    point = tuple(int(np.clip(p, 0, s - 1)) for p, s in zip(point, shape))
-    dz, dy, dx = case.spacing
-    image = case.image.array if case.image is not None else None
-    label = case.label.array if case.label is not None else None
-    pred = case.prediction.array if case.prediction is not None else None
-    # (axis, aspect = row spacing / column spacing)
-    planes = ((0, dy / dx), (1, dz / dx), (2, dz / dy))
-    widths = [shape[2] * dx, shape[2] * dx, shape[1] * dy]
-    fig = Figure(figsize=(12, 7.6), dpi=dpi, facecolor="white")
-    FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(2, 3, width_ratios=widths, hspace=0.12, wspace=0.04,
-                            left=0.01, right=0.99, top=0.94, bottom=0.07)
-    for col, ((axis, aspect), name) in enumerate(zip(planes, PANEL_NAMES)):
-        ct = _plane(image, axis, point[axis])
-        gt = _plane(label, axis, point[axis])
-        pr = _plane(pred, axis, point[axis])
-        if ct is not None:
-            background = ct
-        else:  # no CT (e.g. KiTS19 labels only): grey levels of the label map itself
-            labels_plane = gt if gt is not None else pr
-            background = lo + (hi - lo) * np.array([0.0, 0.45, 0.8], np.float32)[labels_plane]
-        for row in range(2):
-            ax = fig.add_subplot(grid[row, col])
-            ax.imshow(background, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(f"{name} {point[axis]}", fontsize=10)
-                for mask_plane, colour in ((gt, CONTOUR_GT), (pr, CONTOUR_PRED)):
-                    if mask_plane is None:
-                        continue
-                    for name, style in (("kidney", "solid"), ("tumor", "dashed")):
-                        m = structure_mask(mask_plane, name)
-                        if m.any() and not m.all():
-                            ax.contour(m.astype(np.float32), levels=[0.5], colors=[colour],
-                                       linewidths=1.3, linestyles=style)
-            else:
-                ax.imshow(error_rgba(gt, pr), aspect=aspect, interpolation="nearest")
-    handles = [Line2D([], [], color=CONTOUR_GT, label="ground truth (dashed: tumor)"),
-               Line2D([], [], color=CONTOUR_PRED, label="prediction (dashed: tumor)"),
-               Patch(color=FP_COLOUR, label="false positive"), Patch(color=FN_COLOUR, label="false negative"),
-               Patch(color=SWAP_COLOUR, label="kidney/tumor swapped")]
-    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=9, frameon=False)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
-
-
-def error_rgba(gt: np.ndarray | None, pred: np.ndarray | None, alpha: float = 0.75) -> np.ndarray:
-    """RGBA float image of false positives, false negatives and class swaps (transparent elsewhere).
-
-    >>> e = error_rgba(np.array([[0, 1, 2]]), np.array([[1, 0, 1]]))
-    >>> e[0, :, :3].astype(float).round(2).tolist()
-    [[1.0, 0.1, 0.1], [1.0, 0.9, 0.0], [1.0, 0.0, 1.0]]
-    """
-    ref = gt if gt is not None else pred
-    out = np.zeros(ref.shape + (4,), np.float32)
-    if gt is None or pred is None:
-        return out
-    fp = (pred > 0) & (gt == 0)
-    fn = (gt > 0) & (pred == 0)
-    swap = (gt > 0) & (pred > 0) & (gt != pred)
-    for mask, colour in ((fp, FP_COLOUR), (fn, FN_COLOUR), (swap, SWAP_COLOUR)):
-        out[mask, :3] = colour
-        out[mask, 3] = alpha
-    return out
-
-
-__all__ = ["bone_surface", "case_surfaces", "error_rgba", "focus_point", "label_surfaces",
-           "mask_centre", "mask_surface", "pool_mask", "slice_figure_png", "structure_mask", "surfaces_figure"]
+__all__ = ["STRUCTURES", "bone_surface", "case_surfaces", "label_frame", "label_surfaces", "mask_surface", "pool_mask",
+           "scene_viewport", "structure_mask", "structures", "surfaces_figure"]
