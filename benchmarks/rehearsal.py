@@ -14,7 +14,7 @@
    (``OUT/02_preprocessing/cache``, ``OUT/05_inference_evaluation/single_stage/cache``), keeping
    the executed notebooks, metrics and ``resources.json``.
 
-The painted data take about 1 byte per voxel (12 GB for 210 cases) and the cache about 20 GB: keep
+The painted data take about 1.2 bytes per voxel (14 GB for 210 cases) and the cache about 20 GB: keep
 ``WORK`` and ``OUT`` on a disk with 40 GB free. ``KIDNEYSEG_RAM_BUDGET_GIB`` caps what one case or one
 training step may plan to use (default: the RAM free at the time).
 

@@ -24,7 +24,10 @@ STEP = dict(epochs=1, iterations_per_epoch=2, val_iterations=0, progress=False, 
     # the thesis's 6-stage topology (residual, deep supervision) with 8 base features: seconds on a CPU
     ("thesis topology, 8 features, 64^3, batch 2", preset("thesis", 1, {"network": {"base_features": 8},
                                                                          "patch_size": [64, 64, 64], **STEP})),
+    # precision auto: bf16 + channels-last on a CPU with native bf16, fp32 elsewhere
     ("demo network, stage 2, 32 x 128 x 128", preset("demo", 2, {"patch_size": [32, 128, 128], **STEP})),
+    ("demo network, stage 2, 32 x 128 x 128, fp32", preset("demo", 2, {"patch_size": [32, 128, 128],
+                                                                       "precision": "fp32", **STEP})),
 ])
 def test_estimate_is_within_30_percent_of_a_real_steps_peak(name, cfg, tmp_path):
     """Two real optimizer steps of the Trainer in a fresh process (the second has the momentum buffers):

@@ -3,7 +3,8 @@
 A step of :class:`~kidneyseg.train.trainer.Trainer` holds, at its peak (the start of the backward pass):
 
 * **weights, gradients and optimizer state**: ``P`` parameters x 4 bytes each, times 2 + the
-  optimizer's slots (SGD with momentum: 1, AdamW: 2);
+  optimizer's slots (SGD with momentum: 1, AdamW: 2); with autocast, the low-precision weight copies
+  are not counted (``P`` x 2 bytes, small beside the activations at training patch sizes);
 * **activations**: every tensor autograd keeps for the backward pass, in the network (conv inputs,
   norm inputs, activation outputs of every stage of the encoder and decoder) and in the loss
   (softmax, one-hot, pooled boundaries of each deep-supervision scale);
@@ -122,14 +123,16 @@ def _stage_maps(net: NetworkConfig, patch: Sequence[int]) -> list[StageMaps]:
     return out
 
 
-def _saved_bytes(fn, exclude: set[int]) -> int:
-    """Bytes of the distinct storages autograd saves while ``fn()`` runs (storages in ``exclude`` skipped)."""
+def _saved_bytes(fn, exclude: set[int], weight_shapes: frozenset = frozenset()) -> int:
+    """Bytes of the distinct storages autograd saves while ``fn()`` runs (storages in ``exclude`` skipped,
+    and tensors shaped like a weight: autocast's low-precision copies of the parameters, which do not
+    grow with the patch and must not be scaled with the activations)."""
     seen: dict[int, int] = {}
 
     def pack(t: torch.Tensor):
         st = t.untyped_storage()
         key = st._cdata if t.device.type == "meta" else st.data_ptr()
-        if key not in exclude:
+        if key not in exclude and tuple(t.shape) not in weight_shapes:
             seen[key] = st.nbytes()
         return t
 
@@ -166,7 +169,8 @@ def _network_bytes_per_voxel(config: TrainConfig, runtime: Runtime) -> float:
         with runtime.autocast():
             return net(x)
 
-    nbytes = _saved_bytes(forward, _storage_keys(net))
+    shapes = frozenset(tuple(p.shape) for p in net.parameters()) if real else frozenset()
+    nbytes = _saved_bytes(forward, _storage_keys(net), shapes)
     return nbytes / float(np.prod(patch))
 
 
