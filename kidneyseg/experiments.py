@@ -249,11 +249,13 @@ def validate_single_stage(model_dir: os.PathLike | str, manifest: os.PathLike | 
     from .infer.sliding_window import sliding_window_predict
     from .model.folder import ModelFolder, load_stage
     from .preprocess.case import paste_label_back, preprocess_case
+    from .runtime import resolve_runtime
 
     device = resolve_device(device)
     folder = ModelFolder(model_dir).require(stages=(1,))
     plan = folder.load_plan()
-    net, spec = load_stage(folder.stage(1), device=device)
+    runtime = resolve_runtime(device, "auto")  # the cascade's precision and layout: a like-for-like comparison
+    net, spec = load_stage(folder.stage(1), device=runtime)
     name, opts = load_choice(folder) if postprocess is None else (postprocess, {})
     if pred_dir is not None:
         pred_dir = ensure_output_dir(pred_dir)
@@ -261,8 +263,8 @@ def validate_single_stage(model_dir: os.PathLike | str, manifest: os.PathLike | 
     def predict(volume, case_id):
         t0 = time.perf_counter()
         x, _, props = preprocess_case(volume.array, None, volume.spacing, plan, 1, case_id=case_id)
-        res = sliding_window_predict(torch.from_numpy(x)[None], net, spec.patch_size, overlap=overlap, device=device,
-                                     output=spec.output)
+        res = sliding_window_predict(torch.from_numpy(x)[None], net, spec.patch_size, overlap=overlap,
+                                     device=runtime, output=spec.output)
         labels = apply_postprocess(paste_label_back(res.labels, props), volume.spacing, name, dataset=plan.dataset,
                                    **opts)
         return labels, {"single_stage": time.perf_counter() - t0}

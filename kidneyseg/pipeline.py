@@ -291,7 +291,9 @@ def run_pipeline(out: str | os.PathLike, *, data_dir: str | None = None, phantom
     for name in names:
         if name not in NOTEBOOKS and not (notebook_dir / f"{name}.ipynb").exists():
             raise KidneysegError(f"unknown notebook {name!r}; valid: {list(NOTEBOOKS)}")
-    check_profile_parameters(prof, names, notebook_dir)
+    # the profile describes the whole pipeline: checked against every notebook, also when a subset runs
+    whole = [n for n in NOTEBOOKS if (notebook_dir / f"{n}.ipynb").exists()]
+    check_profile_parameters(prof, list(dict.fromkeys([*whole, *names])), notebook_dir)
     out = ensure_output_dir(out).resolve()
     for sub in ("notebooks", "steps"):
         ensure_output_dir(out / sub)

@@ -145,3 +145,25 @@ def test_a_profile_setting_no_notebook_declares_is_refused_before_work(setup, tm
 def test_every_shipped_profile_sets_only_declared_parameters(profile):
     prof = pipeline.load_profile(profile)
     pipeline.check_profile_parameters(prof, list(pipeline.NOTEBOOKS), pipeline.NOTEBOOK_DIR)
+
+
+def test_a_subset_of_the_pipeline_accepts_shared_settings_a_later_notebook_declares(setup, tmp_path):
+    """Running notebook 01 alone with a profile whose shared block feeds notebook 03 is not refused
+    (the profile describes the whole pipeline), while a key no pipeline notebook declares still is."""
+    nbdir, _ = setup
+    _notebook(nbdir / "01_data_statistics.ipynb", "pass")
+    later = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("output_dir = ''\ndevice = 'cpu'")
+    params.metadata["tags"] = ["parameters"]
+    later.cells = [params]
+    later.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(later, str(nbdir / "03_training.ipynb"))
+    prof = tmp_path / "p.json"
+    prof.write_text(json.dumps({"description": "t", "shared": {"device": "auto"}}))
+    res = pipeline.run_pipeline(tmp_path / "run", profile=str(prof), notebooks=["01_data_statistics"],
+                                notebook_dir=nbdir, log=lambda s: None)
+    assert [r.status for r in res] == ["ran"]
+    prof.write_text(json.dumps({"description": "t", "shared": {"devise": "auto"}}))
+    with pytest.raises(KidneysegError, match=r"'shared' sets \['devise'\]"):
+        pipeline.run_pipeline(tmp_path / "run2", profile=str(prof), notebooks=["01_data_statistics"],
+                              notebook_dir=nbdir, log=lambda s: None)
