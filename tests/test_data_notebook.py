@@ -15,8 +15,12 @@ NOTEBOOK = ROOT / "notebooks" / "01_data_statistics.ipynb"
 def _execute(tmp_path, **params):
     papermill = pytest.importorskip("papermill")
     out_nb = tmp_path / "executed.ipynb"
+    # widgets off: headless (no frontend) the ipywidgets cell intermittently never returns its idle
+    # status (seen 1 run in 3); the widgets are tested live in JupyterLab (tests/test_lab_browser.py).
+    # A per-cell limit turns any other hang into a failure naming the cell.
+    params = {"widgets": False, **params}
     papermill.execute_notebook(str(NOTEBOOK), str(out_nb), parameters=params, cwd=str(tmp_path),
-                               kernel_name="python3", progress_bar=False)
+                               kernel_name="python3", progress_bar=False, execution_timeout=600)
     return nbformat.read(str(out_nb), as_version=4)
 
 

@@ -14,7 +14,7 @@ def test_notebook_runs_on_phantoms(tmp_path):
                                parameters={"output_dir": str(out), "n_phantoms": 3, "workers": 1, "phantom_size": 128,
                                            # the phantoms' own scale (~3 mm pixels): nothing is upsampled
                                            "target_spacing": [3.0, 2.4, 2.4], "stage1_spacing": [6.0, 4.8, 4.8]},
-                               progress_bar=False, kernel_name="python3")
+                               progress_bar=False, kernel_name="python3", execution_timeout=600)
     for name in ("fig3_3_foreground_histogram.png", "fig3_4_normalisation.png", "stages.png",
                  "roi_comparison.png", "roi_comparison.csv", "plan.json"):
         assert (out / name).stat().st_size > 0, name

@@ -96,8 +96,10 @@ def test_notebook_01_reads_the_manifest_that_make_lab_sets(tmp_path, monkeypatch
     manifest = write_phantoms(tmp_path / "data", 3, seed=1, progress=False, size=48, slices=(8, 12))
     monkeypatch.setenv(ENV_MANIFEST, str(manifest))
     out = tmp_path / "executed.ipynb"
-    papermill.execute_notebook(str(NOTEBOOK), str(out), parameters={"output_dir": str(tmp_path / "out")},
-                               cwd=str(tmp_path), kernel_name="python3", progress_bar=False)
+    params = {"output_dir": str(tmp_path / "out"), "widgets": False}
+    papermill.execute_notebook(str(NOTEBOOK), str(out), parameters=params,
+                               cwd=str(tmp_path), kernel_name="python3", progress_bar=False,
+                               execution_timeout=600)  # widgets: see tests/test_data_notebook.py
     text = "\n".join(o.get("text", "") for c in nbformat.read(str(out), as_version=4).cells for o in c.get("outputs", []))
     assert f"3 cases from {manifest}" in text
     assert not (tmp_path / "out" / "phantoms").exists()          # used the manifest, made no phantoms
