@@ -13,7 +13,9 @@ window. The fixed costs (reading, resampling and writing the full-resolution CT)
 this scale-down is unfavourable to kidneyseg (the anchor side times the sliding window only).
 ``benchmarks/windows.py`` counts both sides' windows on the 210 real KiTS19 geometries.
 
-* **kidneyseg**: ``predict_path`` on the ``.nii.gz`` file -> label ``.nii.gz``: load, normalize,
+* **kidneyseg**: ``predict_path`` on the ``.nii.gz`` file -> label ``.nii.gz`` in the precision
+  ``--precision auto`` picks (bf16 on a CPU with AMX / AVX-512 BF16; see ``kidneyseg.runtime``), and
+  again in fp32 (the like-for-like row, nnU-Net predicts in fp32 on a CPU): load, normalize,
   stage 1 at ``--stage1-spacing``, ROI box of ``--box-mm`` around the stage-1 foreground, stage 2 at
   the target spacing with the prior channels, labels back, post-processing, atomic write.
   Random weights predict random foreground, so the ROI box is centred wherever that lands: its
@@ -23,14 +25,24 @@ this scale-down is unfavourable to kidneyseg (the anchor side times the sliding 
   resampling is done beforehand with kidneyseg's resampler and is not timed, nor is nnU-Net's export
   of the logits back to full resolution: the anchor side is timed generously).
 
-Each side runs in a fresh process; peak RSS is that process's VmHWM. TTA is off on both sides.
+Each run is a fresh process; peak RSS is that process's VmHWM. TTA is off on both sides. The runs
+alternate (ours, ours fp32, nnU-Net, ours, ...; ``--repeat`` rounds, default 2), every figure is
+the median of its side's runs, and each run's 1-minute load average (mean of its start and end) is
+printed, so that a busy machine shows.
+
+Accuracy parity: random weights prove nothing about bf16 (near-tied scores flip under any
+rounding), so the bf16-vs-fp32 Dice difference is measured on a cascade trained on phantoms
+(``benchmarks/_parity.py``; trained once and cached in ``--parity-cache``, a few minutes).
 
 Usage:
     python benchmarks/predict.py                 # (150, 512, 512) @ (3.0, 0.78, 0.78) mm CT, 2x-coarse grid (~8 min)
     python benchmarks/predict.py --quick         # tiny, < 60 s (used by the tests)
     python benchmarks/predict.py --only ours --shape 1059,512,512 --spacing 0.8,0.78,0.78   # memory check
 
-The last line is ``RESULT speedup_vs_nnunet=<x> seconds_per_case=<s> peak_rss_gib=<g>``.
+The last line is ``RESULT speedup_vs_nnunet=<x> seconds_per_case=<s> peak_rss_gib=<g>
+fp32_speedup_vs_nnunet=<y> precision=<chosen> bf16_dice_delta=<max abs>`` (x: ours in its auto
+precision; y: ours in fp32; the delta: the largest kidney or tumor Dice difference, bf16 against
+fp32, over the held-out phantoms; ``nan`` where not measured).
 """
 
 from __future__ import annotations
@@ -132,7 +144,7 @@ class Counter:
         return y
 
 
-def worker_ours(a, case: Path, model_dir: Path) -> dict:
+def worker_ours(a, case: Path, model_dir: Path, precision: str = "auto") -> dict:
     import torch
 
     from kidneyseg.infer import cascade, predict
@@ -148,13 +160,22 @@ def worker_ours(a, case: Path, model_dir: Path) -> dict:
         return m
 
     cascade.CascadeModel.load = classmethod(load)
-    out = case.parent / "pred.nii.gz"
+    out = case.parent / f"pred_{precision}.nii.gz"
+    chosen = []
+
+    def log(s):
+        if s.startswith("runtime:"):
+            chosen.append(s)
+        print("    " + s, flush=True)
+
     t0 = time.perf_counter()
-    res = predict.predict_path(case, out, model_dir, overlap=0.5, overwrite=True, progress=False,
-                               log=lambda s: print("    " + s, flush=True))
+    res = predict.predict_path(case, out, model_dir, overlap=0.5, overwrite=True, progress=False, log=log,
+                               precision=precision)
     dt = time.perf_counter() - t0
     r = res[0]
-    return {"method": "kidneyseg", "seconds": dt, "windows": sum(c.windows for c in counters),
+    prec = chosen[0].split("precision ")[1].split()[0] if chosen else "?"
+    return {"method": "kidneyseg" if precision == "auto" else f"kidneyseg {precision}", "precision": prec,
+            "seconds": dt, "windows": sum(c.windows for c in counters),
             "forward_s": sum(c.fwd_s for c in counters), "peak_rss_gib": peak_rss_gib(),
             "stages": {k: round(v, 2) for k, v in r.items() if isinstance(v, float)}}
 
@@ -206,7 +227,8 @@ def worker_nnunet(a, case: Path, model_dir: Path) -> dict:
         t0 = time.perf_counter()
         logits = pred.predict_sliding_window_return_logits(xt)
         dt = time.perf_counter() - t0
-    return {"method": "nnunet", "seconds": dt, "windows": counter.windows, "forward_s": counter.fwd_s,
+    return {"method": "nnunet", "precision": "fp32", "seconds": dt, "windows": counter.windows,
+            "forward_s": counter.fwd_s,
             "peak_rss_gib": peak_rss_gib(), "resampled_shape": list(x.shape),
             "logits": f"{tuple(logits.shape)} {logits.dtype}"}
 
@@ -232,6 +254,16 @@ def projected_windows(shape, spacing, patch, target, stage1, box_mm, overlap=0.5
     return count(coarse) + count(box), count(whole)
 
 
+SIDES = {"ours": "file -> file, whole cascade, auto precision", "ours_fp32": "file -> file, whole cascade, fp32",
+         "nnunet": "sliding window over the resampled volume only"}
+
+
+def _median(runs: list[dict], key: str) -> float:
+    import statistics
+
+    return float(statistics.median(r[key] for r in runs)) if runs else float("nan")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", type=_ints, default=(150, 512, 512), help="CT z,y,x voxels")
@@ -249,27 +281,41 @@ def main(argv=None) -> int:
                     help="ROI box z,y,x mm (default: the all-foreground box of the 210 KiTS19 labels)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=["ours", "nnunet"], help="run one side only")
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="runs per side, alternating; each side's fastest run is used (default 1)")
-    ap.add_argument("--quick", action="store_true", help="tiny sizes for a test run (< 60 s)")
+    ap.add_argument("--repeat", type=int, default=2,
+                    help="rounds of runs (ours, ours fp32, nnU-Net), alternating; medians are reported (default 2)")
+    ap.add_argument("--no-fp32", action="store_true", help="skip the fp32 runs of ours")
+    ap.add_argument("--no-parity", action="store_true", help="skip the bf16-vs-fp32 Dice check (trained model)")
+    ap.add_argument("--parity-cache", default=str(Path(tempfile.gettempdir()) / "kidneyseg-parity-model"),
+                    help="where the phantom-trained parity model is kept between runs")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes for a test run (< 60 s; no parity check)")
     ap.add_argument("--uncompressed", action="store_true", help="write the CT as .nii (faster to make)")
     ap.add_argument("--worker", choices=["ours", "nnunet"], help=argparse.SUPPRESS)
+    ap.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.quick and not a.worker:
         a.shape, a.spacing, a.patch, a.features, a.stages = (40, 192, 192), (3.0, 0.78, 0.78), (16, 32, 32), 4, 3
         a.box_mm = (60.0, 60.0, 60.0)
+        a.no_parity = True
     if a.worker:
         work = Path(a.work)
-        fn = worker_ours if a.worker == "ours" else worker_nnunet
-        print("RESULT_JSON " + json.dumps(fn(a, next(work.glob("imaging.nii*")), work / "model")), flush=True)
+        case, model = next(work.glob("imaging.nii*")), work / "model"
+        r = worker_ours(a, case, model, a.precision) if a.worker == "ours" else worker_nnunet(a, case, model)
+        print("RESULT_JSON " + json.dumps(r), flush=True)
         return 0
 
+    from kidneyseg.runtime import resolve_runtime
+
+    auto = resolve_runtime("cpu", "auto")
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} host={platform.node()} cpus={os.cpu_count()} threads={a.threads} "
           f"shape={a.shape} spacing={a.spacing} patch={a.patch} features={a.features} stages={a.stages} "
           f"box_mm={a.box_mm} target={a.target_spacing} stage1={a.stage1_spacing} (machine shared with other jobs)",
           flush=True)
-    results: dict[str, list[dict]] = {"ours": [], "nnunet": []}
+    print(f"# ours, auto: {auto.describe()}", flush=True)
+    sides = ["ours", "nnunet"] if not a.only else [a.only]
+    if a.only != "nnunet" and not a.no_fp32 and auto.precision != "fp32":
+        sides.insert(1, "ours_fp32")
+    results: dict[str, list[dict]] = {s: [] for s in SIDES}
     with tempfile.TemporaryDirectory(prefix="kidneyseg-bench-") as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()
@@ -279,16 +325,17 @@ def main(argv=None) -> int:
         n_par = sum(p.numel() for p in build_unet(network_config(a)).parameters())
         print(f"# network (both sides): {n_par / 1e6:.1f} M parameters, patch {a.patch}", flush=True)
         print(f"# synthetic case and random-weight model written in {time.perf_counter() - t0:.1f} s", flush=True)
-        sides = [a.only] if a.only else ["ours", "nnunet"]
-        # sides alternate (ours, nnunet, ours, ...) so load from other jobs hits both alike
+        # sides alternate (ours, ours fp32, nnunet, ours, ...) so load from other jobs hits all alike
         for side in [s for _ in range(a.repeat) for s in sides]:
             csv = lambda v: ",".join(str(x) for x in v)  # noqa: E731
-            cmd = [sys.executable, __file__, "--worker", side, "--work", str(work), "--shape", csv(a.shape),
-                   "--spacing", csv(a.spacing), "--patch", csv(a.patch), "--features", str(a.features),
-                   "--stages", str(a.stages), "--stage1-spacing", csv(a.stage1_spacing),
-                   "--target-spacing", csv(a.target_spacing), "--box-mm", csv(a.box_mm),
-                   "--threads", str(a.threads)]
-            p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(a.threads)})
+            cmd = [sys.executable, __file__, "--worker", "nnunet" if side == "nnunet" else "ours", "--work", str(work),
+                   "--shape", csv(a.shape), "--spacing", csv(a.spacing), "--patch", csv(a.patch),
+                   "--features", str(a.features), "--stages", str(a.stages), "--stage1-spacing", csv(a.stage1_spacing),
+                   "--target-spacing", csv(a.target_spacing), "--box-mm", csv(a.box_mm), "--threads", str(a.threads),
+                   "--precision", "fp32" if side == "ours_fp32" else "auto"]
+            load0 = os.getloadavg()[0]
+            p = subprocess.run(cmd, capture_output=True, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": str(a.threads)})
             lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT_JSON ")]
             for ln in p.stdout.splitlines():
                 if not ln.startswith("RESULT_JSON "):
@@ -301,16 +348,25 @@ def main(argv=None) -> int:
                 print(f"RESULT failed side={side} rc={p.returncode}")
                 return 1
             r = json.loads(lines[-1][len("RESULT_JSON "):])
-            r["load_avg"] = round(os.getloadavg()[0], 1)
+            r["load_avg"] = round((load0 + os.getloadavg()[0]) / 2, 1)
             results[side].append(r)
+            print(f"# {side}: {r['seconds']:.1f} s, load average {r['load_avg']}", flush=True)
 
-    print("\n| method | what is timed | windows | seconds | in forward() s | s / window | peak RSS GiB | load avg |")
-    print("|---|---|---|---|---|---|---|---|")
-    for side, what in (("ours", "file -> file, whole cascade"),
-                       ("nnunet", "sliding window over the resampled volume only")):
+    print("\n| method | precision | what is timed | windows | seconds | in forward() s | s / window | peak RSS GiB "
+          "| load avg |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for side, what in SIDES.items():
         for r in results[side]:
-            print(f"| {r['method']} | {what} | {r['windows']} | {r['seconds']:.1f} | {r['forward_s']:.1f} "
-                  f"| {r['forward_s'] / max(r['windows'], 1):.2f} | {r['peak_rss_gib']:.2f} | {r['load_avg']} |")
+            print(f"| {r['method']} | {r['precision']} | {what} | {r['windows']} | {r['seconds']:.1f} | "
+                  f"{r['forward_s']:.1f} | {r['forward_s'] / max(r['windows'], 1):.2f} | {r['peak_rss_gib']:.2f} "
+                  f"| {r['load_avg']} |")
+    print("\n| side | runs | median seconds | median s / window | mean load avg |")
+    print("|---|---|---|---|---|")
+    for side, runs in results.items():
+        if runs:
+            spw = _median([{"v": r["forward_s"] / max(r["windows"], 1)} for r in runs], "v")
+            print(f"| {side} | {len(runs)} | {_median(runs, 'seconds'):.1f} | {spw:.3f} "
+                  f"| {sum(r['load_avg'] for r in runs) / len(runs):.1f} |")
     if results["ours"]:
         print("\nkidneyseg stages (s): " + ", ".join(f"{k} {v}" for k, v in results["ours"][-1]["stages"].items()))
     if results["nnunet"]:
@@ -324,21 +380,41 @@ def main(argv=None) -> int:
     print(f"windows from geometry, stage 1 over the whole field of view (predict runs it on the body's box, "
           f"fewer): this run {ours_w} vs {nn_w} (ratio {nn_w / ours_w:.2f}); at the thesis's {THESIS_TARGET} mm "
           f"grid with patch {t_patch}: {t_ours} vs {t_nn} (ratio {t_nn / t_ours:.2f})")
-    def med(side, key):
-        """The value of the side's fastest run (least disturbed by other jobs on a shared machine)."""
-        if not results[side]:
-            return float("nan")
-        return min(results[side], key=lambda r: r["seconds"])[key]
-
-    speed = med("nnunet", "seconds") / med("ours", "seconds")
+    nn_s = _median(results["nnunet"], "seconds")
+    speed = nn_s / _median(results["ours"], "seconds")
+    fp32_runs = results["ours_fp32"] or (results["ours"] if auto.precision == "fp32" else [])
+    speed32 = nn_s / _median(fp32_runs, "seconds")
     if results["ours"] and results["nnunet"]:
-        # the same ratio with both sides charged nnU-Net's measured seconds per window (load-insensitive)
-        spw = med("nnunet", "forward_s") / med("nnunet", "windows")
-        nn = med("nnunet", "windows") * spw + med("nnunet", "seconds") - med("nnunet", "forward_s")
-        ours = med("ours", "windows") * spw + med("ours", "seconds") - med("ours", "forward_s")
-        print(f"speedup at equal seconds per window ({spw:.2f} s, nnU-Net's): {nn / ours:.2f}")
-    print(f"RESULT speedup_vs_nnunet={speed:.2f} seconds_per_case={med('ours', 'seconds'):.1f} "
-          f"peak_rss_gib={max((r['peak_rss_gib'] for r in results['ours']), default=float('nan')):.2f}")
+        # the same ratio with both sides charged nnU-Net's seconds per window (load-insensitive)
+        spw = _median(results["nnunet"], "forward_s") / _median(results["nnunet"], "windows")
+        nn = _median(results["nnunet"], "windows") * spw + nn_s - _median(results["nnunet"], "forward_s")
+        ours = (_median(results["ours"], "windows") * spw + _median(results["ours"], "seconds")
+                - _median(results["ours"], "forward_s"))
+        print(f"speedup at equal seconds per window ({spw:.2f} s, nnU-Net's, fp32): {nn / ours:.2f}")
+        ours_spw = _median(results["ours"], "forward_s") / _median(results["ours"], "windows")
+        line = f"seconds per window: nnU-Net fp32 {spw:.3f}, ours {auto.precision} {ours_spw:.3f} ({spw / ours_spw:.2f}x)"
+        if fp32_runs:
+            line += f", ours fp32 {_median(fp32_runs, 'forward_s') / _median(fp32_runs, 'windows'):.3f}"
+        print(line)
+
+    delta = float("nan")
+    if not a.no_parity and auto.precision != "fp32":
+        import _parity
+
+        model_dir, manifest = _parity.trained_phantom_cascade(Path(a.parity_cache))
+        with tempfile.TemporaryDirectory(prefix="kidneyseg-parity-") as tmp:
+            par = _parity.precision_parity(model_dir, manifest, Path(tmp), ("fp32", auto.precision))
+        print(f"\nAccuracy parity, a cascade trained on phantoms, held-out cases predicted in fp32 and "
+              f"{auto.precision}:\n")
+        print(_parity.table(par))
+        print(f"\nlargest |Dice difference|: kidney {par['kidney_delta']:.4f}, tumor {par['tumor_delta']:.4f}")
+        delta = max(par["kidney_delta"], par["tumor_delta"])
+    elif auto.precision == "fp32":
+        print("# this CPU has no native bf16: ours runs fp32, no parity to check")
+    peak = max((r["peak_rss_gib"] for r in results["ours"]), default=float("nan"))
+    print(f"RESULT speedup_vs_nnunet={speed:.2f} seconds_per_case={_median(results['ours'], 'seconds'):.1f} "
+          f"peak_rss_gib={peak:.2f} fp32_speedup_vs_nnunet={speed32:.2f} precision={auto.precision} "
+          f"bf16_dice_delta={delta:.4f}")
     return 0
 
 

@@ -1,9 +1,12 @@
 """Training-step time: kidneyseg's residual 3D U-Net against nnU-Net's networks, same run, same device.
 
 Ours: :func:`kidneyseg.model.build_unet` (PM: residual blocks + deep supervision, 6 stages,
-32..320 features) trained as :class:`kidneyseg.train.trainer.Trainer` does: bf16 autocast and
-channels_last_3d on CUDA (fp32 channels-first on CPU), Generalized Dice + soft surface Dice over 5
-deep-supervision scales, SGD momentum 0.99 Nesterov, gradient clipping 12.
+32..320 features) trained as :class:`kidneyseg.train.trainer.Trainer` does, with the precision and
+memory layout :func:`kidneyseg.runtime.resolve_runtime` picks for training (``auto``: bf16 +
+channels_last_3d on a CPU with AMX / AVX-512 BF16 and on CUDA GPUs with bf16, fp16 + GradScaler on
+older GPUs, fp32 otherwise), the loss in float32: Generalized Dice + soft surface Dice over 5
+deep-supervision scales, SGD momentum 0.99 Nesterov, gradient clipping 12. A second row runs ours
+in fp32 channels-first: the like-for-like comparison with nnU-Net on the CPU.
 
 Anchor: dynamic-network-architectures' PlainConvUNet (nnU-Net's default 3d_fullres topology, the
 one in ../shared/bench/gpu_anchor.py) and ResidualEncoderUNet (ResEnc-M), trained with nnU-Net's
@@ -15,15 +18,23 @@ SGD and clipping.
 Also timed: our data side (``PatchSampler`` batch + augmentation on the training device), to show
 the loader is not the bottleneck.
 
+Robust to a busy machine: the networks are stepped in turns (ours, ours fp32, nnU-Net, ...,
+repeated), each row reports its median, and the 1-minute load average is sampled before every
+timed step and printed per row.
+
     python benchmarks/train_step.py                 # CPU: patch 64^3; CUDA: patch 128^3
     python benchmarks/train_step.py --quick         # seconds, for the test suite
+    python benchmarks/train_step.py --profile       # + a torch.profiler table of one step of ours
 
-Last line: ``RESULT speedup_vs_nnunet=<x> device=<cpu or card name> patch=<p>``.
+Last line: ``RESULT speedup_vs_nnunet=<x> device=<cpu or card name> patch=<p> precision=<ours>
+fp32_speedup_vs_nnunet=<y>`` (x: ours in its auto precision; y: ours in fp32, both against nnU-Net
+as nnU-Net trains on that device).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import types
@@ -38,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kidneyseg.model import NetworkConfig, build_unet, count_parameters  # noqa: E402
 from kidneyseg.train.losses import DeepSupervisionLoss, LossConfig, SegmentationLoss  # noqa: E402
-from kidneyseg.train.trainer import resolve_precision  # noqa: E402
+from kidneyseg.runtime import resolve_runtime  # noqa: E402
 
 FEATURES = [32, 64, 128, 256, 320, 320]
 
@@ -84,20 +95,22 @@ def sync(dev):
 
 
 def time_interleaved(steps_fns, dev, steps, warm):
-    """Median seconds per step of each function, timed in turns (A B C A B C ...) so that a shared,
-    noisy machine slows every contender alike."""
+    """Median seconds per step of each function and the mean 1-minute load average before its
+    steps, timed in turns (A B C A B C ...) so that a shared, noisy machine slows every contender alike."""
     for _ in range(warm):
         for f in steps_fns:
             f()
     sync(dev)
     times = [[] for _ in steps_fns]
+    loads = [[] for _ in steps_fns]
     for _ in range(steps):
         for i, f in enumerate(steps_fns):
+            loads[i].append(os.getloadavg()[0])
             t = time.perf_counter()
             f()
             sync(dev)
             times[i].append(time.perf_counter() - t)
-    return [float(np.median(t)) for t in times]
+    return [float(np.median(t)) for t in times], [float(np.mean(v)) for v in loads]
 
 
 def sgd_step(net, opt, scaler, forward_loss):
@@ -114,26 +127,26 @@ def sgd_step(net, opt, scaler, forward_loss):
     return step
 
 
-def setup_ours(dev, patch, batch, precision, channels_last, n_stages=6):
+def setup_ours(dev, patch, batch, precision, n_stages=6):
+    """One training step of ours as the Trainer takes it, in the runtime ``precision`` resolves to."""
+    rt = resolve_runtime(dev, precision, "auto", training=True)
     torch.manual_seed(0)
-    net = build_unet(NetworkConfig(n_stages=n_stages, strides=[[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1))).to(dev)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last_3d)
-    dtype, use_scaler = resolve_precision(precision, dev)
+    net = rt.prepare_model(build_unet(NetworkConfig(n_stages=n_stages,
+                                                    strides=[[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1))))
     opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5)
-    scaler = torch.amp.GradScaler(dev.type, enabled=use_scaler)
+    scaler = torch.amp.GradScaler(dev.type, enabled=rt.grad_scaler)
     loss_fn = DeepSupervisionLoss(SegmentationLoss(LossConfig()))
-    x = torch.randn(batch, 1, *patch, device=dev)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last_3d)
+    x = rt.prepare_input(torch.randn(batch, 1, *patch, device=dev))
     y = torch.randint(0, 3, (batch, 1, *patch), device=dev)
 
     def forward_loss():  # ours: the loss outside autocast, in fp32 (as the trainer does)
-        with torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):
+        with rt.autocast():
             out = net(x)
         return loss_fn(out, y)
 
-    return sgd_step(net, opt, scaler, forward_loss), count_parameters(net), f"{str(dtype).replace('torch.', '')}{' +scaler' if use_scaler else ''}"
+    layout = "channels_last_3d" if rt.channels_last else "channels-first"
+    return sgd_step(net, opt, scaler, forward_loss), count_parameters(net), \
+        f"{rt.precision}{' +scaler' if rt.grad_scaler else ''}", layout, rt
 
 
 def setup_nnunet(build, dev, patch, batch, n_stages=6):
@@ -178,19 +191,33 @@ def bench_loader(dev, patch, batch, n=4):
     return (time.perf_counter() - t) / n
 
 
+def profile_step(step, label, rows=25):
+    """Print where one training step spends its time (torch.profiler, self CPU time per op)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=acts) as prof:
+        step()
+    print(f"\nProfile of one step, {label} (self time per op, top {rows}):\n")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     ap.add_argument("--patch", type=int, help="cubic patch side (default 128 on CUDA, 64 on CPU)")
     ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--steps", type=int, help="timed steps (default 20 CUDA, 3 CPU)")
+    ap.add_argument("--steps", type=int, help="timed steps per network, in turns (default 20 CUDA, 3 CPU)")
     ap.add_argument("--warmup", type=int, help="untimed steps first (default 5 CUDA, 1 CPU)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    ap.add_argument("--precision", default="auto", help="ours: auto (default), bf16, fp16 or fp32")
     ap.add_argument("--no-resenc", action="store_true", help="skip nnU-Net's ResEnc-M")
-    ap.add_argument("--cpu-channels-last", action="store_true", help="on CPU, also time ours with channels_last_3d")
+    ap.add_argument("--no-fp32", action="store_true", help="skip the row of ours in fp32")
     ap.add_argument("--stages", type=int, default=6, help="U-Net stages of every network (default 6, nnU-Net's)")
+    ap.add_argument("--profile", action="store_true", help="also print a torch.profiler table of one step of ours")
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run for the tests: 5 stages, patch 32, one step each, no ResEnc")
+                    help="smoke run for the tests: 5 stages, patch 32, two steps each, no ResEnc")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -200,38 +227,43 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
     stages = 5 if args.quick else args.stages
     patch_side = args.patch or (32 if args.quick else (128 if cuda else 64))
-    steps = args.steps or (1 if args.quick else (20 if cuda else 2))
+    steps = args.steps or (2 if args.quick else (20 if cuda else 3))
     warm = args.warmup if args.warmup is not None else (0 if args.quick and not cuda else (5 if cuda else 1))
     patch = (patch_side,) * 3
     name = torch.cuda.get_device_name(dev) if cuda else "cpu"
 
     entries = []  # (label, step, params, precision, layout, loss)
-    f, p_ours, prec = setup_ours(dev, patch, args.batch, "auto", channels_last=cuda, n_stages=stages)
-    entries.append(["kidneyseg PM (residual + DS)", f, p_ours, prec, "channels_last_3d" if cuda else "channels-first",
-                    "GD + soft surface Dice"])
-    if not cuda and args.cpu_channels_last:  # channels_last on CPU (the trainer's channels_last='on')
-        f, _, _ = setup_ours(dev, patch, args.batch, "auto", channels_last=True, n_stages=stages)
-        entries.append(["kidneyseg PM, channels_last_3d", f, p_ours, prec, "channels_last_3d", "GD + soft surface Dice"])
+    f_ours, p_ours, prec, layout, rt = setup_ours(dev, patch, args.batch, args.precision, stages)
+    entries.append(["kidneyseg PM (residual + DS)", f_ours, p_ours, prec, layout, "GD + soft surface Dice"])
+    if not args.no_fp32 and rt.precision != "fp32":
+        f, _, prec32, layout32, _ = setup_ours(dev, patch, args.batch, "fp32", stages)
+        entries.append(["kidneyseg PM, fp32", f, p_ours, prec32, layout32, "GD + soft surface Dice"])
     f, p_plain, prec_n, loss_name = setup_nnunet(nnunet_plain, dev, patch, args.batch, stages)
     entries.append(["nnU-Net PlainConvUNet", f, p_plain, prec_n, "channels-first", loss_name])
     if not args.no_resenc and not args.quick:
         f, p_res, _, _ = setup_nnunet(nnunet_resenc, dev, patch, args.batch, stages)
         entries.append(["nnU-Net ResEnc-M", f, p_res, prec_n, "channels-first", loss_name])
-    medians = time_interleaved([e[1] for e in entries], dev, steps, warm)
-    rows = [(e[0], e[2], e[3], e[4], e[5], t) for e, t in zip(entries, medians)]
-    t_ours, t_plain = medians[0], medians[[e[0] for e in entries].index("nnU-Net PlainConvUNet")]
+    medians, loads = time_interleaved([e[1] for e in entries], dev, steps, warm)
+    labels = [e[0] for e in entries]
+    t_ours, t_plain = medians[0], medians[labels.index("nnU-Net PlainConvUNet")]
+    t_fp32 = medians[labels.index("kidneyseg PM, fp32")] if "kidneyseg PM, fp32" in labels else \
+        (t_ours if rt.precision == "fp32" else float("nan"))
     t_load = bench_loader(dev, patch, args.batch, n=1 if args.quick else 4)
 
     print(f"\nTraining step, device {name}, patch {patch_side}^3, batch {args.batch}, {stages} stages, "
-          f"{steps} timed steps each (median, interleaved) after {warm} warm-up, torch {torch.__version__}, threads {args.threads}\n")
-    print("| network | parameters | precision | layout | loss | s / step | ours faster by |")
-    print("|---|---|---|---|---|---|---|")
-    for label, params, p, layout, loss, t in rows:
-        print(f"| {label} | {params:,} | {p} | {layout} | {loss} | {t:.3f} | {t / t_ours:.2f}x |")
+          f"{steps} timed steps each (median; the networks in turns) after {warm} warm-up, torch {torch.__version__}, "
+          f"threads {args.threads}; ours: {rt.describe()}\n")
+    print("| network | parameters | precision | layout | loss | s / step | nnU-Net Plain s / ours s | load avg |")
+    print("|---|---|---|---|---|---|---|---|")
+    for e, t, load in zip(entries, medians, loads):
+        print(f"| {e[0]} | {e[2]:,} | {e[3]} | {e[4]} | {e[5]} | {t:.3f} | {t_plain / t:.2f}x | {load:.1f} |")
     print(f"\nOur loader (PatchSampler + augment_batch on {dev.type}): {t_load:.3f} s per batch "
           f"= {t_load / t_ours:.2f} of a step{' (runs in a background thread while the GPU trains)' if cuda else ''}")
     print(f"Parameters: ours {p_ours:,} vs PlainConvUNet {p_plain:,} ({p_ours / p_plain:.3f}x)")
-    print(f"RESULT speedup_vs_nnunet={t_plain / t_ours:.3f} device={name.replace(' ', '_')} patch={patch_side}")
+    if args.profile:
+        profile_step(f_ours, f"ours, {prec}, {layout}")
+    print(f"RESULT speedup_vs_nnunet={t_plain / t_ours:.3f} device={name.replace(' ', '_')} patch={patch_side} "
+          f"precision={rt.precision} fp32_speedup_vs_nnunet={t_plain / t_fp32:.3f}")
 
 
 if __name__ == "__main__":

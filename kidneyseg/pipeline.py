@@ -5,6 +5,8 @@ A run folder ``runs/<name>/`` holds:
     run.json                  where things are (manifest, predictions, metrics, model) - the viewer reads it
     config.json               the exact profile and parameters the run used
     version.json              package version, git revision, python/torch versions, start time
+    runtime.json              the precision and memory layout `auto` chose on the profile's device
+                              (train and predict; each trained stage also keeps its own runtime.json)
     data/                     generated phantoms (when run on phantoms)
     notebooks/NN_name.ipynb   each executed notebook, with its outputs
     NN_name/                  each notebook's figures (PNG), metrics (CSV/JSON), artefacts
@@ -96,6 +98,15 @@ def _versions() -> dict:
     except ImportError:  # pragma: no cover
         pass
     return info
+
+
+def _runtime(profile: dict) -> dict:
+    """What ``precision: auto`` resolves to on the profile's device, for training and prediction."""
+    from .runtime import resolve_runtime
+
+    device = profile.get("shared", {}).get("device", "cpu")
+    return {"train": resolve_runtime(device, "auto", training=True).to_dict(),
+            "predict": resolve_runtime(device, "auto").to_dict()}
 
 
 def _digest(obj) -> str:
@@ -267,6 +278,7 @@ def run_pipeline(out: str | os.PathLike, *, data_dir: str | None = None, phantom
               "notebooks": names, "manifest": str(manifest)}
     write_text_atomic(out / "config.json", json.dumps(config, indent=2, default=str))
     write_text_atomic(out / "version.json", json.dumps(_versions(), indent=2))
+    write_text_atomic(out / "runtime.json", json.dumps(_runtime(prof), indent=2))
     run_info = {"manifest": os.path.relpath(manifest, out), "predictions_dir": "05_inference_evaluation/predictions",
                 "metrics_csv": "05_inference_evaluation/metrics_cascade.csv", "model_dir": "03_training/model",
                 "profile": profile}

@@ -21,10 +21,14 @@ def test_predict_benchmark_quick():
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     last = p.stdout.strip().splitlines()[-1]
-    m = re.fullmatch(r"RESULT speedup_vs_nnunet=([0-9.]+) seconds_per_case=([0-9.]+) peak_rss_gib=([0-9.]+)", last)
-    assert m, last
+    m = re.fullmatch(r"RESULT speedup_vs_nnunet=([0-9.]+) seconds_per_case=([0-9.]+) peak_rss_gib=([0-9.]+) "
+                     r"fp32_speedup_vs_nnunet=([0-9.]+|nan) precision=(fp32|bf16) bf16_dice_delta=nan", last)
+    assert m, last  # --quick skips the parity check (it trains a model)
     assert float(m.group(2)) > 0 and 0 < float(m.group(3)) < 3
-    assert "| kidneyseg |" in p.stdout and "| nnunet |" in p.stdout
+    assert p.stdout.count("| kidneyseg |") == 2 and p.stdout.count("| nnunet |") == 2  # 2 alternating runs each
+    if m.group(5) == "bf16":
+        assert p.stdout.count("| kidneyseg fp32 |") == 2 and m.group(4) != "nan"
+    assert "load avg" in p.stdout
 
 
 @pytest.mark.kits19

@@ -14,7 +14,8 @@ from kidneyseg.cli import main
 from kidneyseg.infer.cascade import CascadeModel
 from kidneyseg.infer.outputs import OutputOptions, case_outputs
 from kidneyseg.infer.predict import predict_path
-from kidneyseg.infer.preview import edge_letters, focus_point
+from kidneyseg.infer.preview import edge_letters
+from kidneyseg.measure.focus import focus_point
 from kidneyseg.infer.probabilities import BoxProbabilities
 from kidneyseg.io import load_volume, to_canonical
 from kidneyseg.preprocess.plan import Plan

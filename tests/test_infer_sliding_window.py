@@ -129,3 +129,62 @@ def test_small_volume_is_padded_with_each_channels_minimum_like_the_sampler():
     assert window.shape == (2, 8, 8, 8)
     assert float(window[0, 0, 0, 0]) == -3.0 and float(window[1, 0, 0, 0]) == 0.0  # padding corner
     assert float(window[0, 4, 4, 4]) == 5.0  # inside the volume
+
+
+class _Recorder(torch.nn.Module):
+    """A fixed conv that records the dtype and layout it ran in."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.seen = net, []
+
+    def forward(self, x):
+        out = self.net(x)
+        self.seen.append((out.dtype, x.is_contiguous(memory_format=torch.channels_last_3d)))
+        return out
+
+
+def test_bf16_runs_only_the_network_in_bf16_and_accumulates_in_fp32():
+    from kidneyseg.runtime import Runtime
+
+    torch.manual_seed(0)
+    image = torch.randn(1, 10, 20, 18)
+    patch, overlap = (8, 8, 8), 0.5
+    rec = _Recorder(fixed_conv())
+    rt = Runtime(torch.device("cpu"), "bf16", True)
+    res = sliding_window_predict(image, rt.prepare_model(rec), patch, overlap, device=rt, return_probs=True)
+    assert rec.seen and all(s == (torch.bfloat16, True) for s in rec.seen)
+    # reference: the same bf16 logits, everything after them in float64
+    net = rec.net
+
+    def bf16_net(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return net(x.contiguous(memory_format=torch.channels_last_3d)).float()
+
+    with torch.no_grad():
+        want = brute_force(image, bf16_net, patch, overlap)
+    assert np.abs(res.probs.astype(np.float64) - want.numpy()).max() < 2e-3  # fp16 output rounding
+    assert (res.labels == want.argmax(0).numpy()).mean() > 0.999
+
+
+def test_predictions_do_not_depend_on_the_thread_count():
+    """The runtime's prediction settings (auto precision, channels-first on the CPU): the same bytes
+    with 1, 2 and 3 threads, also in bf16 (a channels-last instance norm would break this)."""
+    from kidneyseg.model.unet import NetworkConfig, build_unet
+    from kidneyseg.runtime import resolve_runtime
+
+    torch.manual_seed(0)
+    image = torch.randn(1, 20, 40, 40)
+    saved = torch.get_num_threads()
+    for precision in ("fp32", "auto"):
+        rt = resolve_runtime("cpu", precision)
+        net = rt.prepare_model(build_unet(NetworkConfig(n_stages=3, base_features=8,
+                                                        strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]]))).eval()
+        probs = []
+        try:
+            for threads in (1, 2, 3):
+                torch.set_num_threads(threads)
+                probs.append(sliding_window_predict(image, net, (16, 32, 32), 0.5, device=rt, return_probs=True).probs)
+        finally:
+            torch.set_num_threads(saved)
+        assert all(np.array_equal(probs[0], p) for p in probs[1:]), precision

@@ -31,41 +31,23 @@ from kidneyseg.data.manifest import read_manifest
 from kidneyseg.viewer.commands import free_port
 from kidneyseg.viewer.lab import ENV_MANIFEST, lab_command
 
+from .browser.chromium import CHROMIUM, CHROMIUM_ARGS, sync_playwright_or_skip
 from .browser.fake_run import wait_for_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01_data_statistics.ipynb"
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
-#: This machine has no network: chromium must not try (and must not need a GPU or a sandbox).
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 RUN_TIMEOUT_MS = 120_000
 REDRAW_TIMEOUT_S = 90
 
 
-def _require(condition: bool, reason: str) -> None:
-    if condition:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the browser test must run)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def playwright_api():
-    _require(CHROMIUM.exists(), f"{CHROMIUM} not installed (apt-get install chromium)")
-    try:
-        import jupyterlab  # noqa: F401
-    except ImportError:
-        _require(False, "jupyterlab not installed")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _require(False, "playwright (pip) not installed")
-    return sync_playwright
+    return sync_playwright_or_skip("jupyterlab")
 
 
 @pytest.fixture(scope="module")

@@ -173,3 +173,18 @@ def test_statistics_json_has_no_nan_and_bad_arguments_are_refused():
         case_statistics(lab, np.eye(3))
     with pytest.raises(ValueError, match="image shape"):
         case_statistics(lab, np.eye(4), np.zeros((2, 2, 2)))
+
+
+def test_focus_point_is_the_largest_tumor_else_the_labels_else_none():
+    """One rule for where previews and the viewer's slices look (kidneyseg.measure.focus)."""
+    import doctest
+
+    import kidneyseg.measure.focus as focus
+
+    assert doctest.testmod(focus).failed == 0
+    lab = np.zeros((20, 20, 20), np.uint8)
+    assert focus.focus_point(lab) is None
+    lab[2:18, 2:18, 2:18] = 1
+    lab[3:5, 3:5, 3:5] = 2            # a small tumor
+    lab[12:17, 12:17, 12:17] = 2      # the largest tumor: its centre wins
+    assert focus.focus_point(lab) == (14, 14, 14)

@@ -19,6 +19,7 @@ from kidneyseg.model.inputs import prior_channels, stage_channels
 from kidneyseg.model.outputs import OutputSpec, labels_to_regions, regions_to_labels
 from kidneyseg.model.unet import NetworkConfig
 from kidneyseg.preprocess.plan import Plan
+from kidneyseg.runtime import Runtime
 from kidneyseg.train import region_loss as region_loss_module
 from kidneyseg.train.config import TrainConfig, preset
 from kidneyseg.train.losses import LossConfig, region_counts
@@ -178,7 +179,7 @@ def test_sliding_window_and_cascade_decode_regions_into_three_labels():
                 stage1_spacing=(2.0, 1.6, 1.6), box_size_mm=(48.0, 64.0, 70.4), dataset="kits23")
     regions = OutputSpec("kits23", "regions")
     model = CascadeModel(plan, _ThresholdRegions(), _ThresholdRegions(), (8, 16, 16), (8, 16, 16),
-                         ("none", {}), torch.device("cpu"), regions, regions)
+                         ("none", {}), Runtime(torch.device("cpu")), regions, regions)
     labels, _ = predict_volume(new_volume(ct, (2.0, 1.6, 1.6)), model, progress=False, body_crop=False)
     assert set(np.unique(labels)) == {0, 1, 2, 3}
     np.testing.assert_array_equal(labels, expected)

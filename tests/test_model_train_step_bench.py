@@ -20,5 +20,10 @@ def test_train_step_benchmark_quick():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     last = out.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"RESULT speedup_vs_nnunet=[0-9.]+ device=\S+ patch=32", last), last
+    m = re.fullmatch(r"RESULT speedup_vs_nnunet=[0-9.]+ device=\S+ patch=32 precision=(fp32|bf16|fp16) "
+                     r"fp32_speedup_vs_nnunet=[0-9.]+", last)
+    assert m, last
     assert "| kidneyseg PM (residual + DS) |" in out.stdout and "| nnU-Net PlainConvUNet |" in out.stdout
+    if m.group(1) != "fp32":  # the like-for-like fp32 row is there too
+        assert "| kidneyseg PM, fp32 |" in out.stdout
+    assert "load avg" in out.stdout

@@ -113,6 +113,56 @@ def test_bad_configs_raise_clear_errors():
         NetworkConfig(**TINY).check_patch_size([5, 16, 16])
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_channels_last_instance_norm_equals_torch_and_keeps_the_layout(batch):
+    """Values, gradients and state dict of torch's InstanceNorm3d; a channels-last input stays channels-last."""
+    from kidneyseg.model.blocks import ChannelsLastInstanceNorm3d
+
+    torch.manual_seed(0)
+    ref = nn.InstanceNorm3d(5, affine=True)
+    with torch.no_grad():
+        ref.weight.uniform_(0.5, 2)
+        ref.bias.uniform_(-1, 1)
+    ours = ChannelsLastInstanceNorm3d(5, affine=True)
+    ours.load_state_dict(ref.state_dict())
+    assert list(ours.state_dict()) == list(ref.state_dict()) == ["weight", "bias"]
+    x = torch.randn(batch, 5, 4, 6, 7) * 3 + 2
+    x_ref = x.clone().requires_grad_()
+    x_cl = x.contiguous(memory_format=torch.channels_last_3d).requires_grad_()
+    y_ref, y_cl = ref(x_ref), ours(x_cl)
+    assert y_cl.is_contiguous(memory_format=torch.channels_last_3d) and not y_cl.is_contiguous()
+    assert torch.allclose(y_ref, y_cl, atol=1e-5)
+    g = torch.randn_like(y_ref)
+    y_ref.backward(g)
+    y_cl.backward(g)
+    assert torch.allclose(x_ref.grad, x_cl.grad, atol=1e-5)
+    assert torch.allclose(ref.weight.grad, ours.weight.grad, atol=1e-4)
+    assert torch.allclose(ref.bias.grad, ours.bias.grad, atol=1e-4)
+    # bf16 input (as under autocast): statistics in float32, the output bf16 and within bf16 rounding;
+    # output and input gradient bit for bit those of torch's batch norm applied sample by sample (the
+    # parameter gradients up to the order their per-sample parts are summed)
+    x16 = x_cl.detach().bfloat16().requires_grad_()
+    y16 = ours(x16)
+    assert y16.dtype == torch.bfloat16 and (y16.float() - y_ref.detach()).abs().max() < 0.05
+    g16 = g.bfloat16().contiguous(memory_format=torch.channels_last_3d)
+    got = torch.autograd.grad(y16, (x16, ours.weight, ours.bias), g16)
+    per_sample = torch.cat([torch.nn.functional.batch_norm(s, None, None, ours.weight, ours.bias, True, 0.0, ours.eps)
+                            for s in x16.split(1)])
+    want = torch.autograd.grad(per_sample, (x16, ours.weight, ours.bias), g16)
+    assert torch.equal(y16, per_sample) and torch.equal(got[0], want[0])
+    assert torch.allclose(got[1], want[1], rtol=1e-5) and torch.allclose(got[2], want[2], rtol=1e-5)
+    # channels-first input: torch's own path, identical
+    assert torch.equal(ours(x), ref(x))
+
+
+def test_default_ops_use_the_layout_keeping_norm():
+    from kidneyseg.model.blocks import ChannelsLastInstanceNorm3d
+
+    net = build_unet(NetworkConfig(**TINY))
+    norms = [m for m in net.modules() if isinstance(m, nn.InstanceNorm3d)]
+    assert norms and all(isinstance(m, ChannelsLastInstanceNorm3d) for m in norms)
+
+
 def test_a_conv_before_a_norm_has_no_bias_and_one_without_a_norm_has_one():
     normed = ConvNormAct(2, 4, 3, 1, Ops())
     plain = ConvNormAct(2, 4, 3, 1, Ops(norm_op=None))

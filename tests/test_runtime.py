@@ -1,10 +1,28 @@
-"""Device choice: auto follows the machine, CUDA without a GPU and unknown names are one-line errors."""
+"""Runtime choices: device, precision (auto/fp32/bf16/fp16) and memory layout; refusals are one-line errors.
+
+A CPU without native bf16 is simulated by replacing ``kidneyseg.runtime.cpu_bf16_support`` (the
+detection), so every rule is tested on any machine.
+"""
+
+import json
 
 import pytest
 import torch
 
+from kidneyseg import runtime
 from kidneyseg.errors import KidneysegError
-from kidneyseg.runtime import resolve_device
+from kidneyseg.runtime import Runtime, resolve_device, resolve_runtime
+
+
+@pytest.fixture
+def no_bf16(monkeypatch):
+    """A CPU without AMX / AVX-512 BF16."""
+    monkeypatch.setattr(runtime, "cpu_bf16_support", lambda: None)
+
+
+@pytest.fixture
+def with_bf16(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_bf16_support", lambda: "AVX-512 BF16")
 
 
 def test_auto_takes_cuda_only_when_visible(monkeypatch):
@@ -21,3 +39,103 @@ def test_cuda_without_gpu_and_unknown_names_are_refused(monkeypatch):
     with pytest.raises(KidneysegError, match="device must be one of"):
         resolve_device("tpu")
     assert resolve_device(" CPU ") == torch.device("cpu")
+
+
+def test_auto_is_bf16_on_a_cpu_with_native_bf16(with_bf16):
+    rt = resolve_runtime("cpu", "auto")
+    assert (rt.precision, rt.dtype, rt.grad_scaler) == ("bf16", torch.bfloat16, False)
+    assert rt.reason == "auto: CPU with AVX-512 BF16" and "bf16" in rt.describe()
+    assert not rt.channels_last  # prediction: channels-first (thread-count independent results)
+    assert resolve_runtime("cpu", "auto", training=True).channels_last  # training: channels-last (faster)
+    assert resolve_runtime("cpu", "bf16").precision == "bf16"
+
+
+def test_auto_is_fp32_and_bf16_refused_without_native_bf16(no_bf16):
+    rt = resolve_runtime("cpu", "auto", training=True)
+    assert (rt.precision, rt.channels_last, rt.reason) == ("fp32", False, "auto: CPU without native bf16")
+    with pytest.raises(KidneysegError, match=r"--precision bf16 on an unsupported device") as e:
+        resolve_runtime("cpu", "bf16")
+    assert "\n" not in str(e.value)
+    assert resolve_runtime("cpu", "fp32").precision == "fp32"
+
+
+def test_fp16_on_cpu_and_unknown_settings_are_refused(with_bf16):
+    with pytest.raises(KidneysegError, match="fp16 runs on CUDA GPUs only"):
+        resolve_runtime("cpu", "fp16")
+    with pytest.raises(KidneysegError, match="precision must be one of"):
+        resolve_runtime("cpu", "half")
+    with pytest.raises(KidneysegError, match="channels_last must be one of"):
+        resolve_runtime("cpu", "fp32", "sometimes")
+    assert resolve_runtime("cpu", "fp32", "on").channels_last
+    assert not resolve_runtime("cpu", "bf16", "off", training=True).channels_last
+
+
+def test_cuda_rules(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Old GPU")
+    monkeypatch.setattr(runtime, "_cuda_bf16", lambda dev: False)
+    rt = resolve_runtime("cuda", "auto")
+    assert (rt.precision, rt.grad_scaler, rt.channels_last) == ("fp16", True, True)
+    with pytest.raises(KidneysegError, match="--precision bf16 on an unsupported device: Old GPU"):
+        resolve_runtime("cuda", "bf16")
+    monkeypatch.setattr(runtime, "_cuda_bf16", lambda dev: True)
+    assert resolve_runtime("cuda", "auto").precision == "bf16"
+
+
+@pytest.mark.parametrize("flags,torch_probe,want", [
+    ({"avx512f", "amx_bf16", "amx_tile"}, False, "AMX"),
+    ({"avx512f", "avx512_bf16"}, False, "AVX-512 BF16"),
+    ({"avx2", "fma"}, False, None),
+    (set(), True, "AMX"),  # no /proc/cpuinfo (another OS): torch's own probe decides
+])
+def test_detection_reads_cpu_flags_and_torch_probes(monkeypatch, flags, torch_probe, want):
+    monkeypatch.setattr(runtime, "_cpuinfo_flags", lambda: flags)
+    monkeypatch.setattr(runtime, "_torch_says", lambda name: torch_probe)
+    runtime._detect_cpu_bf16.cache_clear()
+    try:
+        assert runtime.cpu_bf16_support() == want
+    finally:
+        runtime._detect_cpu_bf16.cache_clear()
+
+
+def test_autocast_and_layout_apply_to_the_network_only(with_bf16):
+    conv = torch.nn.Conv3d(2, 3, 3, padding=1)
+    x = torch.randn(1, 2, 4, 6, 8)
+    rt = resolve_runtime("cpu", "bf16", "on")
+    net = rt.prepare_model(conv)
+    xin = rt.prepare_input(x)
+    assert xin.is_contiguous(memory_format=torch.channels_last_3d) and net.weight.dtype == torch.float32
+    with rt.autocast():
+        assert net(xin).dtype == torch.bfloat16
+    fp32 = Runtime(torch.device("cpu"))
+    with fp32.autocast():
+        assert not torch.is_autocast_enabled("cpu")
+        assert conv(fp32.prepare_input(x)).dtype == torch.float32
+    record = rt.to_dict()
+    assert record["precision"] == "bf16" and record["memory_layout"] == "channels_last_3d"
+    json.dumps(record)  # plain values only
+
+
+def test_cli_refuses_bf16_on_a_cpu_without_it_in_one_line(no_bf16, tmp_path, capsys):
+    from kidneyseg.cli import main
+
+    from .infer_helpers import make_model_dir
+
+    model = make_model_dir(tmp_path / "model")
+    ct = tmp_path / "ct.nii.gz"
+    ct.write_bytes(b"")  # never read: the precision is refused first
+    assert main(["predict", "-i", str(ct), "-o", str(tmp_path / "out.nii.gz"), "--model", str(model),
+                 "--precision", "bf16", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--precision bf16 on an unsupported device" in err[0], err
+    assert not (tmp_path / "out.nii.gz").exists()
+    assert main(["train", "--cache", str(tmp_path), "--out", str(tmp_path / "m"), "--precision", "bf16",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--precision bf16 on an unsupported device" in err[0], err
+
+
+def test_command_choices_match_the_runtime():
+    from kidneyseg.train import commands
+
+    assert commands.PRECISIONS == runtime.PRECISIONS

@@ -283,6 +283,39 @@ def test_cli_trains_both_stages_from_a_phantom_cache(tmp_path):
                  "--out", str(tmp_path / "m2")]) == 2
 
 
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_precision_is_printed_once_and_recorded_in_runtime_json(tmp_path, monkeypatch, capsys, native_bf16):
+    """auto trains in bf16 (channels-last) where the CPU runs bf16, else in fp32; the choice is
+    printed once per run and written to the stage's runtime.json."""
+    from kidneyseg import runtime
+
+    monkeypatch.setattr(runtime, "cpu_bf16_support", lambda: "AVX-512 BF16" if native_bf16 else None)
+    trainer = Trainer(tiny_config(epochs=2), tmp_path, toy_source())
+    trainer.fit()
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("runtime:")]
+    want = "bf16" if native_bf16 else "fp32"
+    assert len(lines) == 1 and f"precision {want}" in lines[0], lines
+    info = json.loads((tmp_path / "runtime.json").read_text())
+    assert info["precision"] == want and info["precision_setting"] == "auto"
+    assert info["memory_layout"] == ("channels_last_3d" if native_bf16 else "channels_first")
+    conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv3d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d) == native_bf16
+    assert np.isfinite(trainer.history[-1]["train_loss"])
+
+
+def test_resume_runs_with_todays_precision(tmp_path, monkeypatch):
+    """The precision is how a run executes, not part of the model: a resumed run uses the one given now."""
+    from kidneyseg import runtime
+
+    monkeypatch.setattr(runtime, "cpu_bf16_support", lambda: "AVX-512 BF16")
+    Trainer(tiny_config(epochs=1, precision="fp32"), tmp_path, toy_source()).fit()
+    t = Trainer(tiny_config(epochs=2, precision="bf16"), tmp_path, toy_source())
+    t.fit(resume=True, extend_epochs=1)
+    assert t.runtime.precision == "bf16" and t.config.precision == "bf16" and t.epoch == 2
+    assert json.loads((tmp_path / "config.json").read_text())["precision"] == "bf16"
+    assert json.loads((tmp_path / "runtime.json").read_text())["precision"] == "bf16"
+
+
 def test_a_cache_without_plan_is_refused_before_training(tmp_path):
     """Training never starts (or returns silently) on a folder that is not a preprocess cache."""
     from kidneyseg.errors import KidneysegError

@@ -7,7 +7,9 @@ and do not with WebGL switched off (negative control); switching the case update
 metrics; on the tall anisotropic case (5 mm x 0.8 mm, kidneys far from the volume's centre) both
 kidneys of each scene are drawn whole inside the canvas, plotly keeps the true-shape aspect ratio,
 and the slice image is shown undistorted; no request leaves 127.0.0.1; no errors in the console.
-Screenshots go to ``test-artifacts/``.
+A second, one-case KiTS23 run checks that the cysts are drawn: the six label colours (kidney,
+tumor, cyst x ground truth, prediction) in the 3D canvases, both cyst colours in the slice
+contours, the kits23 protocol's metrics. Screenshots go to ``test-artifacts/``.
 
 Skips when /usr/bin/chromium or playwright is missing, except under ``CI=true`` where it fails.
 """
@@ -15,7 +17,6 @@ Skips when /usr/bin/chromium or playwright is missing, except under ``CI=true`` 
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -27,42 +28,32 @@ import pytest
 
 from kidneyseg.viewer.commands import free_port, voila_command
 from kidneyseg.viewer.render import SIDE_BY_SIDE_X, scene_viewport
-from kidneyseg.viewer.style import MESH_COLOURS, MESH_HUES
+from kidneyseg.viewer.style import CYST_GT, CYST_PRED, MESH_COLOURS, MESH_HUES, hue_degrees
 
+from .browser.chromium import CHROMIUM, sync_playwright_or_skip
 from .browser.fake_run import make_fake_run, wait_for_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 READY_TIMEOUT_MS = 150_000
 #: A colour counts as present with at least this many pixels in the 3D canvases.
 MIN_PIXELS = 150
 HUE_TOLERANCE = 14.0
+#: The mesh colours of a KiTS19 case (no cyst).
+KITS19_KEYS = tuple(k for k in MESH_COLOURS if k[1] != "cyst")
 
 
-def _require(condition: bool, reason: str) -> None:
-    if condition:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the browser test must run)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def playwright_api():
-    _require(CHROMIUM.exists(), f"{CHROMIUM} not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _require(False, "playwright (pip) not installed")
-    return sync_playwright
+    return sync_playwright_or_skip()
 
 
-@pytest.fixture(scope="module")
-def viewer_url(tmp_path_factory, playwright_api):
-    run = make_fake_run(tmp_path_factory.mktemp("viewer_run"), n_cases=3, tall=True)
+def _serve(run, tmp_path_factory):
+    """Start voila on ``run`` exactly as ``kidneyseg viewer`` does; yield ``(url, run)``, then stop it."""
     port = free_port(None)
     argv, env = voila_command(run, port)
     log = open(tmp_path_factory.mktemp("voila_log") / "voila.log", "w+")
@@ -78,6 +69,17 @@ def viewer_url(tmp_path_factory, playwright_api):
         proc.kill()
         proc.wait()
     log.close()
+
+
+@pytest.fixture(scope="module")
+def viewer_url(tmp_path_factory, playwright_api):
+    yield from _serve(make_fake_run(tmp_path_factory.mktemp("viewer_run"), n_cases=3, tall=True), tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def viewer23_url(tmp_path_factory, playwright_api):
+    yield from _serve(make_fake_run(tmp_path_factory.mktemp("viewer_run23"), n_cases=1, dataset="kits23"),
+                      tmp_path_factory)
 
 
 def hue_masks(png: bytes, hues: dict, tolerance: float = HUE_TOLERANCE) -> dict:
@@ -99,29 +101,29 @@ def hue_counts(png: bytes, hues: dict, tolerance: float = HUE_TOLERANCE) -> dict
     return {key: int(np.count_nonzero(m)) for key, m in hue_masks(png, hues, tolerance).items()}
 
 
-def colour_counts(png: bytes) -> dict:
-    """Pixels per mesh colour (ground truth / prediction, kidney / tumor) in a screenshot."""
-    return hue_counts(png, MESH_HUES)
+def colour_counts(png: bytes, keys=KITS19_KEYS) -> dict:
+    """Pixels per mesh colour (``(source, structure)`` keys of ``MESH_HUES``) in a screenshot."""
+    return hue_counts(png, {key: MESH_HUES[key] for key in keys})
 
 
-def canvas_counts(page) -> dict:
+def canvas_counts(page, keys=KITS19_KEYS) -> dict:
     """Colour counts summed over the WebGL canvases of the 3D view (legend and titles excluded)."""
-    total = {key: 0 for key in MESH_COLOURS}
+    total = {key: 0 for key in keys}
     canvases = page.locator(".kidneyseg-3d canvas")
     for i in range(canvases.count()):
         box = canvases.nth(i).bounding_box()
         if not box or box["width"] < 50 or box["height"] < 50:
             continue
-        for key, n in colour_counts(canvases.nth(i).screenshot()).items():
+        for key, n in colour_counts(canvases.nth(i).screenshot(), keys).items():
             total[key] += n
     return total
 
 
-def wait_for_colours(page, timeout_s: float) -> dict:
+def wait_for_colours(page, timeout_s: float, keys=KITS19_KEYS) -> dict:
     """Poll the canvases until every colour is present or the time is up; return the last counts."""
     deadline = time.monotonic() + timeout_s
     while True:
-        counts = canvas_counts(page)
+        counts = canvas_counts(page, keys)
         if min(counts.values()) >= MIN_PIXELS or time.monotonic() > deadline:
             return counts
         page.wait_for_timeout(500)
@@ -235,6 +237,54 @@ def test_dashboard_renders_labels_in_3d_offline_and_switches_case(viewer_url, pl
             assert max(blind_counts.values()) < MIN_PIXELS, f"colour check passed without WebGL: {blind_counts}"
         finally:
             blind.close()
+
+
+def test_kits23_case_shows_its_cysts(viewer23_url, playwright_api):
+    """A KiTS23 run: cyst surfaces (ground truth teal, prediction rose) in the 3D view beside the
+    four KiTS19 colours, both cyst colours in the slice contours, the kits23 protocol's metrics."""
+    from kidneyseg.viewer.slices import SLICE_DPI, SLICE_LEGEND_IN, SLICE_LEGEND_ROW_IN
+
+    url, run = viewer23_url
+    metrics = pd.read_csv(run / "metrics.csv", dtype={"case_id": str}).set_index("case_id")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_api() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        try:
+            page, log = open_page(browser, url)
+            wait_ready(page, "case_00000")
+            counts = wait_for_colours(page, 30, tuple(MESH_COLOURS))
+            page.screenshot(path=str(ARTIFACTS / "viewer_kits23_case_00000.png"), full_page=True)
+            print("3D colour pixels, KiTS23 case_00000:", counts)
+            assert min(counts.values()) >= MIN_PIXELS, f"label colours missing from the 3D view: {counts}"
+            # the slice image, above its legend (which holds the cyst colours too)
+            png = page.locator(".kidneyseg-slices").screenshot()
+            shown = page.evaluate("() => { const im = document.querySelector('.kidneyseg-slices');"
+                                  " return [im.getBoundingClientRect().height, im.naturalHeight]; }")
+            legend_px = (SLICE_LEGEND_IN + SLICE_LEGEND_ROW_IN) * SLICE_DPI * shown[0] / shown[1]
+            panels = hue_counts(_crop_png(png, int(shown[0] - legend_px)),
+                                {"gt": hue_degrees(CYST_GT), "pred": hue_degrees(CYST_PRED)}, 12.0)
+            print("slice cyst contour pixels:", panels)
+            assert min(panels.values()) >= 60, f"cyst contours missing from the slices: {panels}"
+            text = page.inner_text(".kidneyseg-metrics")
+            assert "kidney and masses" in text
+            for col in ("kidney_and_masses_dice", "masses_dice", "tumor_surface_dice"):
+                assert f"{metrics.loc['case_00000', col]:.3f}" in text, col
+            hosts = {urlparse(u).hostname for u in log["requests"] if urlparse(u).scheme in ("http", "https", "ws", "wss")}
+            assert hosts <= {"127.0.0.1"}, f"requests left localhost: {sorted(hosts)}"
+            assert not log["errors"], f"console errors: {log['errors'][:5]}"
+            page.close()
+        finally:
+            browser.close()
+
+
+def _crop_png(png: bytes, height: int) -> bytes:
+    """The top ``height`` pixel rows of a PNG, as PNG."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png))
+    out = io.BytesIO()
+    image.crop((0, 0, image.width, max(height, 1))).save(out, "PNG")
+    return out.getvalue()
 
 
 def check_tall_case(page) -> None:

@@ -10,8 +10,8 @@ from kidneyseg.io import new_volume
 from kidneyseg.viewer import dashboard as dash_mod
 from kidneyseg.viewer.catalog import CaseData, CaseEntry, open_catalog
 from kidneyseg.viewer.dashboard import Dashboard, build_dashboard, resolve_source
-from kidneyseg.viewer.render import (error_rgba, mask_surface, pool_mask, slice_figure_png,
-                                     surfaces_figure)
+from kidneyseg.viewer.render import mask_surface, pool_mask, surfaces_figure
+from kidneyseg.viewer.slices import error_rgba, slice_figure_png
 from kidneyseg.viewer.style import MESH_COLOURS, window_limits
 
 from .browser.fake_run import make_fake_run
@@ -54,7 +54,7 @@ def test_dashboard_refuses_unlisted_case_without_touching_files(fake_run):
 def test_manifest_only_dashboard_computes_volumes(fake_run):
     dash = Dashboard(open_catalog(fake_run.parent / "data" / "manifest.csv"))
     assert "ready: case_00000" in dash.status.value
-    assert "computed by the viewer" in dash.metrics.value
+    assert "computed by the viewer (kidneyseg evaluate), surface Dice at 2 mm" in dash.metrics.value
     assert {t.name for t in dash.view3d.children[0].data} >= {"ground truth kidney"}
     assert not any(t.name.startswith("prediction") for t in dash.view3d.children[0].data)
 
@@ -103,7 +103,7 @@ def test_figure_modes_and_colours():
     surfaces = {("gt", k): v for k, v in s.items()} | {("pred", k): v for k, v in s.items()}
     side = surfaces_figure(surfaces)
     assert {t.scene for t in side.data} == {"scene", "scene2"}
-    assert {t.color for t in side.data} == set(MESH_COLOURS.values())
+    assert {t.color for t in side.data} == {c for (_, structure), c in MESH_COLOURS.items() if structure != "cyst"}
     assert {t.scene for t in surfaces_figure(surfaces, "overlay").data} == {"scene"}
     with pytest.raises(ValueError, match="mode must be"):
         surfaces_figure(surfaces, "sideways")
@@ -154,3 +154,93 @@ def test_dashboard_on_a_phantom_run(tmp_path):
     assert "ready: case_00000" in dash.status.value
     assert {"ground truth tumor", "prediction tumor"} <= {t.name for t in dash.view3d.children[0].data}
     assert dash.case.image.array.min() <= -1000                      # the phantom's CT, air in HU
+
+
+# ------------------------------------------------------------------------------------ KiTS23
+def _hue_pixels(png: bytes, colour: str, tolerance: float = 12.0, rows: slice = slice(None)) -> int:
+    """Vivid pixels within ``tolerance`` degrees of a colour's hue in (a band of rows of) a PNG."""
+    import io
+
+    from matplotlib.colors import rgb_to_hsv
+    from PIL import Image
+
+    from kidneyseg.viewer.style import hue_degrees, hue_distance
+
+    hsv = rgb_to_hsv(np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.float32)[rows] / 255.0)
+    vivid = (hsv[..., 1] > 0.45) & (hsv[..., 2] > 0.2)
+    return int(np.count_nonzero(vivid & (hue_distance(hsv[..., 0] * 360.0, hue_degrees(colour)) < tolerance)))
+
+
+@pytest.fixture(scope="module")
+def fake_run23(tmp_path_factory):
+    return make_fake_run(tmp_path_factory.mktemp("run23"), n_cases=2, dataset="kits23")
+
+
+def test_kits23_dashboard_draws_cysts_and_shows_the_kits23_metrics(fake_run23):
+    from kidneyseg.viewer.style import CYST_GT, CYST_PRED
+
+    dash = Dashboard(open_catalog(fake_run23))
+    assert "ready: case_00000" in dash.status.value and "kits23 labels" in dash.widget.children[0].value
+    traces = {t.name: t for t in dash.view3d.children[0].data if t.name != "CT bone"}
+    assert set(traces) == {f"{s} {k}" for s in ("ground truth", "prediction") for k in ("kidney", "tumor", "cyst")}
+    assert traces["ground truth cyst"].color == CYST_GT and traces["prediction cyst"].color == CYST_PRED
+    assert traces["ground truth cyst"].showlegend and traces["prediction cyst"].showlegend   # the legend names them
+    assert traces["ground truth cyst"].scene == "scene" and traces["prediction cyst"].scene == "scene2"
+    csv = pd.read_csv(fake_run23 / "metrics.csv", dtype={"case_id": str}).set_index("case_id")
+    html = dash.metrics.value
+    assert "from the run's metrics CSV" in html and "kidney and masses" in html and "masses = labels 2, 3" in html
+    for col in ("kidney_and_masses_dice", "masses_dice", "tumor_dice", "masses_surface_dice", "mean_dice",
+                "mean_surface_dice"):
+        assert f"{csv.loc['case_00000', col]:.3f}" in html, col
+    assert "1.1329 mm" in html and "kits23.json" in html and "HD95" not in html
+    dash.mode.value = "overlay"
+    assert {t.scene for t in dash.view3d.children[0].data} == {"scene"}
+    assert "ground truth cyst" in {t.name for t in dash.view3d.children[0].data}
+
+
+def test_kits23_slices_draw_cyst_contours_in_their_colours(fake_run23, fake_run):
+    """The top row of a KiTS23 case holds both cyst colours; a KiTS19 case of the same shape none."""
+    from kidneyseg.viewer.slices import SLICE_DPI, focus_point, slice_figure
+    from kidneyseg.viewer.style import CYST_GT, CYST_PRED
+
+    cat = open_catalog(fake_run23)
+    case = cat.load_case("case_00000")
+    fig = slice_figure(case, focus_point(case))
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[2:4] == ["ground-truth cyst", "predicted cyst"] and legend[-1] == "kidney/tumor/cyst swapped"
+    png = slice_figure_png(case, focus_point(case))
+    top_row = slice(0, int(fig.get_figheight() * SLICE_DPI) // 2)        # the contour panels, not the legend
+    counts = {c: _hue_pixels(png, c, rows=top_row) for c in (CYST_GT, CYST_PRED)}
+    assert min(counts.values()) >= 150, counts                           # measured 246-290
+    case19 = open_catalog(fake_run).load_case("case_00000")
+    fig19 = slice_figure(case19, focus_point(case19))
+    assert [t.get_text() for t in fig19.legends[0].get_texts()][-1] == "kidney/tumor swapped"
+    assert fig19.get_figheight() == pytest.approx(fig.get_figheight() - 0.2)   # KiTS19: one legend row as before
+    png19 = slice_figure_png(case19, focus_point(case19))
+    # no cyst colour; only anti-aliased fringes where blue and green contours meet come near teal (26 px)
+    counts19 = {c: _hue_pixels(png19, c) for c in (CYST_GT, CYST_PRED)}
+    assert counts19[CYST_PRED] == 0 and counts19[CYST_GT] < 50, counts19
+
+
+def test_kits23_manifest_alone_computes_the_kits23_metrics(fake_run23):
+    dash = Dashboard(open_catalog(fake_run23.parent / "data" / "manifest.csv"))
+    assert "ready: case_00000" in dash.status.value
+    assert "computed by the viewer (kidneyseg evaluate, kits23 protocol)" in dash.metrics.value
+    assert {t.name for t in dash.view3d.children[0].data} >= {"ground truth kidney", "ground truth cyst"}
+    assert not any(t.name.startswith("prediction") for t in dash.view3d.children[0].data)
+
+
+def test_structures_follow_the_dataset():
+    from kidneyseg.viewer.render import label_surfaces, structure_mask, structures
+
+    lab = np.zeros((12, 12, 12), np.uint8)
+    lab[2:10, 2:10, 2:10] = 1
+    lab[3:6, 3:6, 3:6] = 2
+    lab[6:9, 6:9, 6:9] = 3
+    assert structures("kits19") == ("kidney", "tumor") and structures("kits23") == ("kidney", "tumor", "cyst")
+    np.testing.assert_array_equal(structure_mask(lab, "kidney", "kits23"), lab > 0)
+    np.testing.assert_array_equal(structure_mask(lab, "cyst", "kits23"), lab == 3)
+    with pytest.raises(ValueError, match="structure must be one of"):
+        structure_mask(lab, "cyst", "kits19")
+    assert set(label_surfaces(lab, (1, 1, 1), dataset="kits23")) == {"kidney", "tumor", "cyst"}
+    assert set(label_surfaces(lab, (1, 1, 1))) == {"kidney", "tumor"}

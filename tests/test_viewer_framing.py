@@ -9,8 +9,8 @@ from scipy import ndimage
 from kidneyseg.io import new_volume
 from kidneyseg.viewer.catalog import CaseData, CaseEntry
 from kidneyseg.viewer.framing import SceneFrame, crop_surface, frame_bounds, surfaces_bounds
-from kidneyseg.viewer.render import (PANEL_NAMES, SLICE_MAX_ROW_IN, case_surfaces, focus_point, label_surfaces,
-                                     scene_viewport, slice_figure, slice_grid, slice_panels, surfaces_figure)
+from kidneyseg.viewer.render import case_surfaces, label_surfaces, scene_viewport, surfaces_figure
+from kidneyseg.viewer.slices import PANEL_NAMES, SLICE_MAX_ROW_IN, focus_point, slice_figure, slice_grid, slice_panels
 
 from .browser.fake_run import TALL_SPACING, perturb, synth_case, tall_case
 

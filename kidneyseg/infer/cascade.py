@@ -48,6 +48,7 @@ from ..model.folder import ModelFolder, load_stage
 from ..model.inputs import prior_channels, stage_channels
 from ..model.outputs import OutputSpec
 from ..preprocess.plan import Plan
+from ..runtime import Runtime, resolve_runtime
 from .postprocess import get_strategy, load_choice, postprocess
 from .probabilities import BoxProbabilities
 from .sliding_window import check_overlap, sliding_window_predict
@@ -62,7 +63,8 @@ class CascadeModel:
         stage1, stage2: networks in eval mode on ``device``.
         patch1, patch2: their patch sizes (z, y, x) in voxels.
         postprocess: ``(strategy name, options)``.
-        device: where the networks run.
+        runtime: where and how the networks run (device, precision, memory layout;
+            :func:`kidneyseg.runtime.resolve_runtime`); the networks are already in its layout.
         output1, output2: how each stage's channels read (dataset, softmax or regions).
     """
 
@@ -72,9 +74,13 @@ class CascadeModel:
     patch1: tuple[int, int, int]
     patch2: tuple[int, int, int]
     postprocess: tuple[str, dict] = ("anatomy", {})
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    runtime: Runtime = field(default_factory=lambda: Runtime(torch.device("cpu")))
     output1: OutputSpec = OutputSpec()
     output2: OutputSpec = OutputSpec()
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
 
     @property
     def dataset(self) -> Dataset:
@@ -83,25 +89,25 @@ class CascadeModel:
 
     @classmethod
     def load(cls, model_dir: os.PathLike | str, device: str | torch.device = "cpu",
-             postprocess: str | None = None) -> "CascadeModel":
+             postprocess: str | None = None, precision: str = "auto") -> "CascadeModel":
         """Load a :class:`~kidneyseg.model.folder.ModelFolder` (plan, both stages, post-processing choice).
 
         Args:
             model_dir: the model folder.
-            device: ``"cpu"`` or ``"cuda"`` (or a torch device).
+            device: ``"cpu"``, ``"cuda"``, ``"auto"`` (or a torch device).
             postprocess: a strategy name overriding ``postprocess.json`` (e.g. ``"none"``).
+            precision: ``"auto"`` (bf16 where the device runs it natively), ``"fp32"``, ``"bf16"``,
+                ``"fp16"`` (CUDA); the memory layout follows (:mod:`kidneyseg.runtime`).
 
         Raises:
-            KidneysegError: missing parts, unusable device, stages of the wrong input channels or of
-                another dataset than the plan's.
+            KidneysegError: missing parts, unusable device or precision, stages of the wrong input
+                channels or of another dataset than the plan's.
         """
-        dev = torch.device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise fail(None, "--device cuda requested but no CUDA device is available")
+        runtime = resolve_runtime(device, precision)
         folder = ModelFolder(model_dir).require()
         plan = folder.load_plan()
-        net1, spec1 = load_stage(folder.stage(1), device=dev)
-        net2, spec2 = load_stage(folder.stage(2), device=dev)
+        net1, spec1 = load_stage(folder.stage(1), device=runtime)
+        net2, spec2 = load_stage(folder.stage(2), device=runtime)
         for spec in (spec1, spec2):
             if spec.output.dataset != plan.dataset:
                 raise fail(spec.checkpoint, f"stage {spec.stage} was trained on {spec.output.dataset}, the plan "
@@ -115,7 +121,8 @@ class CascadeModel:
         if postprocess is not None and postprocess != name:
             get_strategy(postprocess)
             name, opts = postprocess, {}  # the strategy's own defaults
-        return cls(plan, net1, net2, spec1.patch_size, spec2.patch_size, (name, opts), dev, spec1.output, spec2.output)
+        return cls(plan, net1, net2, spec1.patch_size, spec2.patch_size, (name, opts), runtime, spec1.output,
+                   spec2.output)
 
 
 # ------------------------------------------------------------------------------------ predict
@@ -163,7 +170,7 @@ def predict_volume(volume: Volume, model: CascadeModel, overlap: float = 0.5, tt
     shape = tuple(int(s) for s in img.shape)
     t: dict[str, float] = {}
     bar = _stage_bar(progress, case_id)
-    sw = dict(overlap=overlap, batch_size=batch_size, device=model.device, progress=progress)
+    sw = dict(overlap=overlap, batch_size=batch_size, device=model.runtime, progress=progress)
 
     # --- stage 1: the body's box at the coarse spacing (the cache's own preprocessing function)
     t0 = time.perf_counter()

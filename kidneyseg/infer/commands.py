@@ -21,6 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--model", help="model folder (plan.json, stage1/, stage2/, postprocess.json); "
                                    "required unless --list-series")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the networks run")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="network precision: auto (default) = bf16 where the CPU (AMX, AVX-512 BF16) or GPU runs it "
+                        "natively, fp16 on older GPUs, fp32 otherwise; accumulation and post-processing stay fp32")
     p.add_argument("--tta", action="store_true", help="mirror test-time augmentation in stage 2 (8x slower)")
     p.add_argument("--shard", metavar="i/N", help="predict only the i-th (0-based) of N disjoint subsets")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1) (default 0.5)")
@@ -63,7 +66,8 @@ def run_predict(args: argparse.Namespace) -> int:
                      overlap=args.overlap, batch_size=args.batch_size, overwrite=args.overwrite,
                      postprocess_name=args.postprocess, progress=not args.no_progress,
                      body_crop=not args.no_body_crop, fmt=args.format, statistics=args.statistics,
-                     preview=args.preview, save_probabilities=args.save_probabilities, series=args.series)
+                     preview=args.preview, save_probabilities=args.save_probabilities, series=args.series,
+                     precision=args.precision)
     except ValueError as exc:  # argument errors (overlap, shard, strategy) as one line
         if isinstance(exc, KidneysegError):
             raise

@@ -161,7 +161,7 @@ def predict_path(input_path: os.PathLike | str, output: os.PathLike | str, model
                  batch_size: int = 1, overwrite: bool = False, postprocess_name: str | None = None,
                  progress: bool = True, log=print, body_crop: bool = True, fmt: str = "nifti",
                  statistics: bool = False, preview: bool = False, save_probabilities: bool = False,
-                 series: str | None = None) -> list[dict]:
+                 series: str | None = None, precision: str = "auto") -> list[dict]:
     """Predict every case under ``input_path`` (file, DICOM folder or .zip, folder of cases) into ``output``.
 
     Outputs are written atomically with the input's exact shape and geometry; a case whose
@@ -176,6 +176,8 @@ def predict_path(input_path: os.PathLike | str, output: os.PathLike | str, model
         preview: write ``<case>.preview.png``.
         save_probabilities: write ``<case>.probabilities.npz`` (stage-2 probabilities in the ROI box).
         series: ``SeriesInstanceUID`` to read from a DICOM input holding several series.
+        precision: the networks' precision (``auto``, ``fp32``, ``bf16``, ``fp16``; see
+            :mod:`kidneyseg.runtime`), logged once with the memory layout.
 
     Returns:
         One dict per case: ``case_id``, ``output``, ``status`` (``"done"`` or ``"skipped"``), the
@@ -210,7 +212,8 @@ def predict_path(input_path: os.PathLike | str, output: os.PathLike | str, model
             log(f"{cid}: {outs.labels} exists, skipped")
             continue
         if model is None:
-            model = CascadeModel.load(model_dir, device, postprocess_name)
+            model = CascadeModel.load(model_dir, device, postprocess_name, precision=precision)
+            log(model.runtime.describe())
         t0 = time.perf_counter()
         vol = load_volume(path, kind="image", series_uid=series)
         t_load = time.perf_counter() - t0

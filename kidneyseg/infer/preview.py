@@ -28,11 +28,12 @@ import numpy as np
 from ..errors import atomic_path
 from ..io import Volume
 from ..io.segments import SEGMENTS
-from ..measure.components import bounding_box, component_sizes, components
+from ..measure.components import bounding_box
+from ..measure.focus import focus_point
 from ..measure.statistics import BODY_HU
 from ..preprocess.intensity import WINDOWS, window
 
-__all__ = ["Z_MARGIN_MM", "edge_letters", "focus_point", "save_preview"]
+__all__ = ["Z_MARGIN_MM", "edge_letters", "save_preview"]
 
 #: Coronal/sagittal panels show the labelled z-range plus this much above and below (mm).
 Z_MARGIN_MM = 60.0
@@ -60,20 +61,6 @@ def edge_letters(affine: np.ndarray, row_axis: int, col_axis: int) -> dict[str, 
     a = np.asarray(affine, float)
     col, row = a[:3, col_axis], a[:3, row_axis]
     return {"left": _letter(-col), "right": _letter(col), "top": _letter(-row), "bottom": _letter(row)}
-
-
-def focus_point(labels: np.ndarray) -> tuple[int, int, int]:
-    """(z, y, x) voxel at the centre of the largest tumor, else of the labelled voxels, else the volume's centre."""
-    box = bounding_box(labels)
-    if box is None:
-        return tuple(n // 2 for n in labels.shape)  # type: ignore[return-value]
-    sub = labels[box]
-    target = sub > 0
-    if (sub == 2).any():
-        comp, n = components(sub == 2)
-        target = comp == int(component_sizes(comp, n).argmax())
-    centre = np.argwhere(target).mean(axis=0)
-    return tuple(int(round(c)) + s.start for c, s in zip(centre, box))  # type: ignore[return-value]
 
 
 def _body_crop(image2d: np.ndarray, labels2d: np.ndarray, spacing_rc) -> tuple[slice, slice]:
@@ -152,7 +139,7 @@ def save_preview(volume: Volume, labels: np.ndarray, path: os.PathLike | str, ca
     if tuple(labels.shape) != tuple(img.shape):
         raise ValueError(f"labels shape {labels.shape} differs from the image's {img.shape}")
     sz, sy, sx = volume.spacing
-    k, j, i = focus_point(labels)
+    k, j, i = focus_point(labels) or tuple(n // 2 for n in labels.shape)
     box = bounding_box(labels)
     zr = (0, img.shape[0]) if box is None else (box[0].start, box[0].stop)
     margin = int(round(Z_MARGIN_MM / sz))

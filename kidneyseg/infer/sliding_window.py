@@ -2,9 +2,10 @@
 
 Windows of ``patch_size`` tile the volume with a given ``overlap``; each window's softmax is
 weighted by a Gaussian centred on the window (border voxels of a patch see less context) and
-accumulated in fp32 at network resolution; the result is the argmax as uint8 labels, plus fp16
-probabilities only on request. Class logits are never kept for more than one batch of windows, and
-nothing is ever resampled to the original resolution here.
+accumulated in fp32 at network resolution (only the network runs in the runtime's precision, e.g.
+bf16: the softmax, the Gaussian weights and the sums are float32); the result is the argmax as
+uint8 labels, plus fp16 probabilities only on request. Class logits are never kept for more than
+one batch of windows, and nothing is ever resampled to the original resolution here.
 
 Optional mirror test-time augmentation runs the network on every combination of flips along
 ``mirror_axes`` and averages the softmax.
@@ -32,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model.outputs import OutputSpec
+from ..runtime import Runtime
 from .memory import accumulator_bytes, choose_stitch_device, window_bytes
 
 
@@ -109,11 +111,10 @@ def sliding_window_predict(
     overlap: float = 0.5,
     batch_size: int = 1,
     mirror_axes: Sequence[int] | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | Runtime = "cpu",
     stitch_device: torch.device | str | None = None,
     return_probs: bool = False,
     sigma_scale: float = 0.125,
-    amp: bool | None = None,
     progress: bool = False,
     desc: str = "sliding window",
     output: OutputSpec | None = None,
@@ -130,12 +131,13 @@ def sliding_window_predict(
         batch_size: windows per network call.
         mirror_axes: spatial axes (0 = z, 1 = y, 2 = x) to flip for test-time augmentation;
             all 2**n flip combinations are averaged. ``None``: off.
-        device: where the network runs.
+        device: where the network runs: a device (float32, channels-first) or a
+            :class:`~kidneyseg.runtime.Runtime` (device, precision such as bf16 autocast, and
+            memory layout; the network must already be in that layout, ``Runtime.prepare_model``).
         stitch_device: where the fp32 accumulators live; ``None`` chooses from a memory estimate
             (the compute device when they fit there, else the CPU).
         return_probs: also return fp16 probabilities (K, z, y, x).
         sigma_scale: Gaussian sigma as a fraction of the patch size.
-        amp: autocast the network (bf16/fp16) — default on for CUDA, off on CPU.
         progress: show a tqdm bar.
         output: how the network's channels read (default: KiTS19 softmax over labels).
 
@@ -154,11 +156,10 @@ def sliding_window_predict(
     x = torch.as_tensor(image)
     if x.ndim != 4:
         raise ValueError(f"image must be (C, z, y, x), got shape {tuple(x.shape)}")
-    dev = torch.device(device)
+    runtime = device if isinstance(device, Runtime) else Runtime(torch.device(device))
+    dev = runtime.device
     output = output or OutputSpec()
     flips = _mirror_sets(mirror_axes)
-    if amp is None:
-        amp = dev.type == "cuda"
 
     shape = tuple(int(s) for s in x.shape[1:])
     pad = [max(p - s, 0) for p, s in zip(patch, shape)]
@@ -180,8 +181,6 @@ def sliding_window_predict(
     acc = wsum = None
     n_calls = 0
     sdev = None
-    autocast = (torch.autocast(dev.type, dtype=torch.bfloat16 if dev.type == "cpu" or torch.cuda.is_bf16_supported()
-                               else torch.float16) if amp else None)
     bar = tqdm(total=len(windows), desc=desc, unit="win", disable=not progress, leave=False)
     with torch.inference_mode():
         for b0 in range(0, len(windows), batch_size):
@@ -190,13 +189,11 @@ def sliding_window_predict(
             batch = batch.to(dev, dtype=torch.float32, non_blocking=True)
             prob = None
             for axes in flips:
-                xin = torch.flip(batch, [a + 2 for a in axes]) if axes else batch
-                if autocast is not None:
-                    with autocast:
-                        logits = _forward(network, xin)
-                else:
+                xin = runtime.prepare_input(torch.flip(batch, [a + 2 for a in axes]) if axes else batch)
+                with runtime.autocast():
                     logits = _forward(network, xin)
-                p = output.probabilities(logits)
+                # float32 and channels-first from here on (probabilities, weights, sums)
+                p = output.probabilities(logits.float().contiguous())
                 if axes:
                     p = torch.flip(p, [a + 2 for a in axes])
                 prob = p if prob is None else prob.add_(p)

@@ -3,7 +3,8 @@
 Every block takes the op *classes* (``conv_op``, ``norm_op``, ``nonlin``) and their keyword
 arguments; passing ``None`` for ``norm_op`` or ``nonlin`` switches that op off. The blocks are
 dimension-agnostic: a 2D network follows from ``conv_op=nn.Conv2d, norm_op=nn.InstanceNorm2d``.
-Tensors are ``[B, C, z, y, x]`` for 3D.
+Tensors are ``[B, C, z, y, x]`` for 3D, in either memory layout (channels-first or
+``torch.channels_last_3d``); the default norm, :class:`ChannelsLastInstanceNorm3d`, keeps the layout.
 
 >>> import torch, torch.nn as nn
 >>> ops = Ops()
@@ -20,7 +21,73 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
-__all__ = ["Ops", "ConvNormAct", "ResidualBlock", "StackedBlocks", "same_padding"]
+__all__ = ["ChannelsLastInstanceNorm3d", "Ops", "ConvNormAct", "ResidualBlock", "StackedBlocks", "same_padding"]
+
+
+class _ChannelsLastInstanceNorm(torch.autograd.Function):
+    """Instance norm of a channels-last ``[B, C, z, y, x]`` tensor: torch's batch-norm kernels on
+    each sample, written straight into one channels-last output (and gradient), no copies."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+        n, c = x.shape[:2]
+        y = torch.empty_like(x, memory_format=torch.channels_last_3d)
+        # statistics in the parameters' dtype: float32 for a bf16 input with float32 parameters
+        mean = x.new_empty((n, c), dtype=weight.dtype)
+        invstd = x.new_empty((n, c), dtype=weight.dtype)
+        for i in range(n):
+            torch.ops.aten.native_batch_norm.out(x[i:i + 1], weight, bias, None, None, True, 0.0, eps,
+                                                 out=y[i:i + 1], save_mean=mean[i], save_invstd=invstd[i])
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.eps = eps
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y: torch.Tensor):
+        x, weight, mean, invstd = ctx.saved_tensors
+        grad_y = grad_y.contiguous(memory_format=torch.channels_last_3d)
+        n, c = x.shape[:2]
+        mask = [bool(m) for m in ctx.needs_input_grad[:3]]
+        grad_x = torch.empty_like(x, memory_format=torch.channels_last_3d)
+        grad_w = weight.new_empty((n, c))
+        grad_b = weight.new_empty((n, c))
+        for i in range(n):
+            torch.ops.aten.native_batch_norm_backward.out(
+                grad_y[i:i + 1], x[i:i + 1], weight, None, None, mean[i], invstd[i], True, ctx.eps, mask,
+                out0=grad_x[i:i + 1], out1=grad_w[i], out2=grad_b[i])
+        return (grad_x if mask[0] else None, grad_w.sum(0) if mask[1] else None,
+                grad_b.sum(0) if mask[2] else None, None)
+
+
+class ChannelsLastInstanceNorm3d(nn.InstanceNorm3d):
+    """``nn.InstanceNorm3d`` that keeps a ``channels_last_3d`` CPU input in that layout.
+
+    torch's instance norm reshapes ``[B, C, z, y, x]`` to ``[1, B*C, z, y, x]``, which for a
+    channels-last tensor is a full copy into channels-first, and the next convolution copies it
+    back: two transposing copies per norm (the largest cost after the convolutions in a bf16
+    training step on the CPU, measured). Here each sample ``[1, C, z, y, x]`` is normalized by
+    torch's batch-norm kernel in training mode, which on one sample computes exactly the instance
+    statistics (per channel, over z, y, x; float32 sums also for bf16 inputs) and runs natively on
+    channels-last data, writing into one channels-last output. Same parameters (``weight``,
+    ``bias``), same state dict, same values up to float rounding. Channels-first inputs, CUDA
+    tensors and the non-affine variant go through torch's own implementation.
+
+    Note: torch's channels-last batch-norm kernel sums per thread, so its last bits depend on the
+    number of threads (the channels-first kernel's do not); :mod:`kidneyseg.runtime` therefore
+    uses channels-last for CPU training only, never for prediction.
+
+    >>> x = torch.randn(2, 4, 3, 5, 6).contiguous(memory_format=torch.channels_last_3d)
+    >>> y = ChannelsLastInstanceNorm3d(4, affine=True)(x)
+    >>> y.is_contiguous(memory_format=torch.channels_last_3d)
+    True
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.dim() != 5 or x.device.type != "cpu" or self.track_running_stats or not self.affine
+                or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last_3d)):
+            return super().forward(x)
+        return _ChannelsLastInstanceNorm.apply(x, self.weight, self.bias, self.eps)
 
 
 @dataclass
@@ -29,7 +96,8 @@ class Ops:
 
     Args:
         conv_op: convolution class, e.g. ``nn.Conv3d``.
-        norm_op: normalization class (``nn.InstanceNorm3d``) or ``None`` for no normalization.
+        norm_op: normalization class (:class:`ChannelsLastInstanceNorm3d`, i.e. instance norm) or
+            ``None`` for no normalization.
         nonlin: activation class (``nn.LeakyReLU``) or ``None`` for none.
 
     A convolution followed by a normalization has no bias (the norm subtracts the mean, so a bias
@@ -38,7 +106,7 @@ class Ops:
 
     conv_op: type[nn.Module] = nn.Conv3d
     conv_kwargs: dict[str, Any] = field(default_factory=dict)
-    norm_op: type[nn.Module] | None = nn.InstanceNorm3d
+    norm_op: type[nn.Module] | None = ChannelsLastInstanceNorm3d
     norm_kwargs: dict[str, Any] = field(default_factory=lambda: {"eps": 1e-5, "affine": True})
     nonlin: type[nn.Module] | None = nn.LeakyReLU
     nonlin_kwargs: dict[str, Any] = field(default_factory=lambda: {"negative_slope": 1e-2, "inplace": True})

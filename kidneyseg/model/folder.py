@@ -10,6 +10,7 @@ Layout (``MODEL_DIR``)::
         checkpoint_best.pt(.sha256)    the best validation epoch (what inference loads)
         metrics.csv                    one row per epoch
         runtime.json                   device, precision and memory layout training ran with
+                                       (written by the trainer at each start, see kidneyseg.runtime)
 
 Every module that reads or writes a model folder goes through :class:`ModelFolder` and
 :class:`StageFolder` instead of spelling file names. :func:`load_stage` builds a stage's network
@@ -33,6 +34,7 @@ import torch
 
 from ..config import from_dict
 from ..errors import fail
+from ..runtime import Runtime
 from .checkpoint import load_checkpoint, load_state_checked
 from .outputs import OutputSpec
 from .unet import NetworkConfig, UNet, build_unet
@@ -162,15 +164,20 @@ def _spec_from_config(text: str, stage: int, source: Path) -> StageSpec:
     return StageSpec(stage, network, tuple(int(p) for p in data["patch_size"]), source, output)
 
 
-def load_stage(folder: StageFolder, device: str | torch.device = "cpu", which: str = "best") -> tuple[UNet, StageSpec]:
+def load_stage(folder: StageFolder, device: str | torch.device | Runtime = "cpu",
+               which: str = "best") -> tuple[UNet, StageSpec]:
     """A trained stage's network in eval mode on ``device`` and its :class:`StageSpec`.
+
+    ``device`` may be a :class:`~kidneyseg.runtime.Runtime`: the network is then also put in its
+    memory layout (its precision applies where the caller runs it, inside ``Runtime.autocast``).
 
     The checkpoint is verified (sha256) and loaded with ``weights_only=True``; a ``config.json``
     beside it whose network differs from the checkpoint's is refused (architecture mismatch).
     ``forward`` returns ``[B, num_classes, z, y, x]`` logits.
     """
+    runtime = device if isinstance(device, Runtime) else Runtime(torch.device(device))
     path = folder.checkpoint(which)
-    data = load_checkpoint(path, map_location=device)
+    data = load_checkpoint(path, map_location=runtime.device)
     spec = _spec_from_config(data["config"], folder.stage, path)
     if folder.config.is_file():
         beside = _spec_from_config(folder.config.read_text(encoding="utf-8"), folder.stage, folder.config)
@@ -178,4 +185,4 @@ def load_stage(folder: StageFolder, device: str | torch.device = "cpu", which: s
             raise fail(folder.config, "network in config.json differs from the checkpoint's; architecture mismatch")
     model = build_unet(spec.network)
     load_state_checked(model, data["model"], path)
-    return model.to(device).eval(), spec
+    return runtime.prepare_model(model).eval(), spec

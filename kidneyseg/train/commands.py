@@ -1,7 +1,8 @@
 """``kidneyseg train``: train one cascade stage from a preprocessed cache.
 
     kidneyseg train --config CONFIG --stage 1|2 --cache CACHE --out MODEL_DIR [--resume]
-                    [--extend-epochs N] [--device cpu|cuda] [--no-progress]
+                    [--extend-epochs N] [--device cpu|cuda] [--precision auto|fp32|bf16|fp16]
+                    [--no-progress]
     kidneyseg train --write-default-config PATH [--preset thesis|demo] [--stage 1|2]
     torchrun --nproc_per_node N -m kidneyseg train ...      (DistributedDataParallel)
 """
@@ -9,6 +10,9 @@
 from __future__ import annotations
 
 import argparse
+
+#: ``kidneyseg.runtime.PRECISIONS`` (spelt out: importing runtime loads torch, too slow for ``--help``)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 __all__ = ["register"]
 
@@ -24,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("--extend-epochs", type=int, metavar="N", help="resume and train N epochs more, no lr jump")
     p.add_argument("--stop-after", type=int, metavar="N", help="stop after N epochs in this call (resume later)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="training device (default cpu)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="network precision (default: the config's, normally auto = bf16 where the CPU or GPU runs "
+                        "it natively, fp16 + GradScaler on older GPUs, fp32 otherwise); the loss stays fp32")
     p.add_argument("--workers", type=int, default=1, help="patch sampler threads (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--write-default-config", metavar="PATH", help="write a config JSON and exit")
@@ -50,6 +57,8 @@ def run(args) -> int:
         cfg = type(cfg).from_dict({**cfg.to_dict(), "stage": args.stage})
     if args.no_progress:
         cfg.progress = False
+    if args.precision:
+        cfg.precision = args.precision
     if args.extend_epochs is not None and args.extend_epochs < 1:
         raise fail(None, f"--extend-epochs must be >= 1, got {args.extend_epochs}")
     history = train_stage(cfg, args.cache, args.out, resume=args.resume, extend_epochs=args.extend_epochs,

@@ -30,6 +30,7 @@ from ..errors import fail, write_text_atomic
 from ..model.inputs import stage_channels
 from ..model.outputs import OUTPUTS, OutputSpec
 from ..model.unet import NetworkConfig
+from ..runtime import LAYOUTS, PRECISIONS
 from .augment import AugmentConfig
 from .losses import LossConfig
 from .prior import PriorPerturbation
@@ -123,9 +124,11 @@ class TrainConfig:
         batch_size, patch_size: patches per step and their (z, y, x) size in voxels.
         sampler: patch sampling and the stage-2 prior simulation (:class:`SamplerConfig`).
         augment: the augmentation (:class:`~kidneyseg.train.augment.AugmentConfig`; ``None`` = none).
-        precision: ``"auto"`` (bf16 on CUDA where supported, else fp16 + GradScaler; fp32 on CPU),
-            ``"bf16"``, ``"fp16"`` or ``"fp32"``.
-        channels_last: ``"auto"`` (on CUDA), ``"on"`` or ``"off"``: channels_last_3d memory format.
+        precision: ``"auto"`` (bf16 where the device runs it natively: a CPU with AMX or AVX-512
+            BF16, a GPU with bf16; fp16 + GradScaler on older GPUs; fp32 otherwise), ``"bf16"``,
+            ``"fp16"`` (CUDA only) or ``"fp32"``; see :mod:`kidneyseg.runtime`. The loss is float32.
+        channels_last: ``"auto"`` (channels_last_3d on CUDA and for bf16 training on a CPU, where
+            it was measured faster), ``"on"`` or ``"off"``.
         compile: wrap the network in ``torch.compile``.
         seed: base seed (python, numpy, torch, sampler, augmentation; each epoch and rank derives its own).
         grad_clip: gradient-norm clip (nnU-Net uses 12); 0 disables.
@@ -171,10 +174,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         self.patch_size = [int(p) for p in self.patch_size]
         self.network.check_patch_size(self.patch_size)
-        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
-            raise ValueError(f"precision must be 'auto', 'bf16', 'fp16' or 'fp32', got {self.precision!r}")
-        if self.channels_last not in ("auto", "on", "off"):
-            raise ValueError(f"channels_last must be 'auto', 'on' or 'off', got {self.channels_last!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.channels_last not in LAYOUTS:
+            raise ValueError(f"channels_last must be one of {list(LAYOUTS)}, got {self.channels_last!r}")
 
     @property
     def output_spec(self) -> OutputSpec:

@@ -28,6 +28,7 @@ import torch
 
 from ..errors import ensure_output_dir, fail
 from ..model.folder import ModelFolder
+from ..runtime import resolve_runtime
 from .config import TrainConfig
 from .distributed import cleanup_distributed, init_distributed
 from .trainer import Trainer
@@ -95,11 +96,14 @@ def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os
     cache_dir, model_dir = Path(cache_dir), Path(model_dir)
     if not cache_dir.is_dir():
         raise fail(cache_dir, "no such cache folder (build it with `kidneyseg preprocess`)")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise fail(None, "--device cuda requested but CUDA is not available")
+    # refuse an impossible precision (bf16 on a CPU without it) before anything is read
+    resolve_runtime("cuda" if device.startswith("cuda") else "cpu", config.precision, config.channels_last,
+                    training=True)
     if not (cache_dir / "plan.json").is_file():  # checked before any case is loaded
         raise fail(cache_dir / "plan.json", "the cache has no plan.json (not a `kidneyseg preprocess` folder?); a "
                                             "model folder needs the plan its cache was built with")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise fail(None, "--device cuda requested but CUDA is not available")
     config = resolve_dataset(config, cache_dir)
     info = init_distributed(device)
     dev = f"cuda:{info.local_rank}" if device.startswith("cuda") else "cpu"

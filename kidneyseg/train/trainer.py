@@ -18,20 +18,21 @@ was killed and resumed from the checkpoint of epoch ``e - 1``; the RNG states ar
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
+import json
 import math
 import os
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import ensure_output_dir, fail, write_text_atomic
+from ..runtime import Runtime, resolve_runtime
 from ..model.unet import UNet, build_unet
 from ..model.checkpoint import load_checkpoint, load_state_checked, save_checkpoint
 from ..model.folder import StageFolder
@@ -42,7 +43,7 @@ from .prefetch import Prefetcher
 from .losses import DeepSupervisionLoss, dice_from_counts, region_counts
 from .region_loss import segmentation_loss
 
-__all__ = ["Trainer", "Hook", "BatchSource", "epoch_seed", "resolve_precision"]
+__all__ = ["Trainer", "Hook", "BatchSource", "epoch_seed"]
 #: ``(epoch, seed) -> iterable of (image [B, C, z, y, x] float32, label [B, 1, z, y, x] int64)``.
 BatchSource = Callable[[int, int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 #: ``(image, label, generator) -> (image, label)`` on the training device.
@@ -66,17 +67,6 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0, stream: int = 0) -> int:
     return int(np.random.SeedSequence([int(seed), int(epoch), int(rank), int(stream)]).generate_state(1)[0])
 
 
-def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype, bool]:
-    """``(autocast dtype, use GradScaler)``: auto = bf16 on CUDA if supported, else fp16 + scaler; fp32 on CPU."""
-    if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = "fp32"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-    return dtype, (dtype == torch.float16 and device.type == "cuda")
-
-
 def _seed_everything(s: int) -> None:
     random.seed(s)
     np.random.seed(s)
@@ -92,7 +82,9 @@ class Trainer:
         train_batches: ``(epoch, seed) -> iterable`` of training batches (image ``[B, C, z, y, x]``
             float32, label ``[B, 1, z, y, x]`` int64, CPU tensors), e.g. a new ``PatchSampler`` per epoch.
         val_batches: same for the validation split, or ``None`` (no validation; best = lowest train loss).
-        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (with DDP the local rank's GPU).
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (with DDP the local rank's GPU); the precision
+            and memory layout follow from it and ``config.precision`` / ``config.channels_last``
+            (:func:`kidneyseg.runtime.resolve_runtime`).
         augment: ``(image, label, generator) -> (image, label)`` applied on ``device`` to training batches.
         full_validation: ``(model, epoch) -> dict`` of metrics (columns ``full_<key>`` in metrics.csv),
             called every ``config.full_val_every`` epochs, on rank 0 only.
@@ -108,7 +100,8 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.folder = StageFolder(self.out_dir, config.stage)  # the layout of the stage folder
         self.train_batches, self.val_batches = train_batches, val_batches
-        self.device = torch.device(device)
+        self.runtime: Runtime = resolve_runtime(device, config.precision, config.channels_last, training=True)
+        self.device = self.runtime.device
         self.augment, self.full_validation = augment, full_validation
         self.hooks = list(hooks)
         self.dist = dist or DistInfo()
@@ -123,11 +116,7 @@ class Trainer:
     def _build(self) -> None:
         cfg = self.config
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        self.model: UNet = build_unet(cfg.network).to(self.device)
-        self.amp_dtype, use_scaler = resolve_precision(cfg.precision, self.device)
-        self.channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and self.device.type == "cuda")
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        self.model: UNet = self.runtime.prepare_model(build_unet(cfg.network))
         o = cfg.optimizer
         if o.name == "adamw":
             self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
@@ -140,7 +129,7 @@ class Trainer:
             self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizer, mode="min", factor=s.factor, patience=s.patience, threshold=s.threshold,
                 threshold_mode="rel", min_lr=s.min_lr)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.runtime.grad_scaler)
         self.output = cfg.output_spec  # softmax over labels or sigmoid regions
         self.loss_fn = DeepSupervisionLoss(segmentation_loss(cfg.loss, self.output))
         self.val_loss_fn = segmentation_loss(cfg.loss, self.output)
@@ -193,14 +182,16 @@ class Trainer:
         saved = TrainConfig.from_json(data["config"], str(path))
         if saved.network != self.config.network:
             raise fail(path, "architecture mismatch: the checkpoint's network config differs from the one given")
-        progress = self.config.progress
+        # how this run executes (progress bars, precision, layout, compile) is today's choice, not the checkpoint's
+        for name in ("progress", "precision", "channels_last", "compile"):
+            setattr(saved, name, getattr(self.config, name))
         self.config = saved
-        self.config.progress = progress
         load_state_checked(self.model, data["model"], path)
         self.optimizer.load_state_dict(data["optimizer"])
         if self.plateau is not None and data["scheduler"]:
             self.plateau.load_state_dict(data["scheduler"])
-        self.scaler.load_state_dict(data["scaler"])
+        if data["scaler"]:  # empty when saved by a run without GradScaler (bf16/fp32)
+            self.scaler.load_state_dict(data["scaler"])
         set_rng_state(data["rng"])
         self.epoch = int(data["epoch"])
         self.best_metric = float(data["best_metric"])
@@ -223,11 +214,6 @@ class Trainer:
             y = y[:, None]
         return x, y
 
-    def _autocast(self):
-        if self.amp_dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
     def train_epoch(self, epoch: int) -> float:
         cfg = self.config
         self.net.train()
@@ -239,12 +225,11 @@ class Trainer:
             x, y = self._to_device(x, y)
             if self.augment is not None:
                 x, y = self.augment(x, y, gen)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last_3d)
+            x = self.runtime.prepare_input(x)
             self.optimizer.zero_grad(set_to_none=True)
-            with self._autocast():
+            with self.runtime.autocast():
                 out = self.net(x)
-            loss = self.loss_fn(out, y)
+            loss = self.loss_fn(out, y)  # float32 (the losses cast the logits)
             self.scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
                 self.scaler.unscale_(self.optimizer)
@@ -273,9 +258,8 @@ class Trainer:
         loss_sum = torch.zeros(2, dtype=torch.float64)
         for x, y in Prefetcher(source, cfg.val_iterations, 0):
             x, y = self._to_device(x, y)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last_3d)
-            with self._autocast():
+            x = self.runtime.prepare_input(x)
+            with self.runtime.autocast():
                 out = self.model(x)
             loss_sum += torch.tensor([float(self.val_loss_fn(out, y)), 1.0], dtype=torch.float64)
             counts += region_counts(out, y, self.output)
@@ -308,6 +292,7 @@ class Trainer:
         """
         if resume or extend_epochs:
             self.resume(extend_epochs)
+        self._record_runtime()
         for h in self.hooks:
             getattr(h, "on_train_start", lambda t: None)(self)
         cfg = self.config
@@ -343,6 +328,16 @@ class Trainer:
         for h in self.hooks:
             getattr(h, "on_train_end", lambda t: None)(self)
         return self.history
+
+    def _record_runtime(self) -> None:
+        """Print the precision and layout once and write them to the stage's ``runtime.json`` (rank 0)."""
+        if not self.dist.is_main:
+            return
+        print(self.runtime.describe(), flush=True)
+        ensure_output_dir(self.out_dir)
+        info = {**self.runtime.to_dict(), "compile": bool(self.config.compile), "threads": torch.get_num_threads(),
+                "world_size": self.dist.world_size}
+        write_text_atomic(self.folder.runtime, json.dumps(info, indent=2) + "\n")
 
     def write_metrics(self) -> None:
         """Rewrite ``metrics.csv`` atomically from the history (rank 0)."""

@@ -11,12 +11,21 @@ A run folder (written by :mod:`kidneyseg.pipeline`) holds ``run.json`` with ``ma
 ``metrics_csv`` and ``model_dir``, paths relative to the run folder. A manifest alone gives
 ground truth only (no predictions, no metrics file).
 
+**Which dataset.** The source's manifest says it (its ``dataset`` column,
+:func:`kidneyseg.data.manifest.manifest_dataset`; a manifest written before that column existed is
+KiTS19). A run folder's dataset is that of the manifest its ``run.json`` names. Label maps and
+predictions are read with that dataset's label values (:mod:`kidneyseg.data.datasets`): KiTS19
+{0, 1, 2} exactly as before, KiTS23 {0, 1, 2, 3} (3 = cyst); any other value is refused, naming
+the file and the dataset.
+
 >>> cat = open_catalog("runs/demo")                 # doctest: +SKIP
 >>> cat.case_ids                                     # doctest: +SKIP
 ['case_00003', 'case_00007']
 >>> case = cat.load_case("case_00003")               # doctest: +SKIP
 >>> case.label.shape, case.prediction is not None    # doctest: +SKIP
 ((64, 128, 128), True)
+>>> cat.dataset.name                                 # doctest: +SKIP
+'kits19'
 """
 
 from __future__ import annotations
@@ -31,20 +40,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.datasets import Dataset, get_dataset
+from ..data.manifest import case_paths, manifest_dataset, read_manifest
 from ..errors import KidneysegError, fail, read_json
 from ..io import Volume, load_volume
 
 #: A case id is a plain file-name stem: letters, digits, ``_``, ``-`` and inner dots, no ``..``.
 CASE_ID_PATTERN = re.compile(r"\A[A-Za-z0-9](?:[A-Za-z0-9_\-]|\.(?!\.))*\Z")
 RUN_FILE = "run.json"
-#: Metrics CSV columns the dashboard takes from ``kidneyseg evaluate --csv`` when present. Volumes
+#: Metrics CSV columns the dashboard takes from ``kidneyseg evaluate --csv`` when present (KiTS19;
+#: a KiTS23 run's are its protocol's, :func:`kidneyseg.viewer.metrics.metric_columns`). Volumes
 #: are not taken from it (its ``kidney_ml`` is the predicted label 1 alone, the manifest's is the
 #: reference's label > 0); the viewer measures them on the loaded label maps, one definition.
 METRIC_COLUMNS = (
     "kidney_dice", "tumor_dice", "mean_dice", "kidney_surface_dice", "tumor_surface_dice",
     "kidney_hd95", "tumor_hd95",
 )
-#: Volumes (ml) the viewer measures: kidney = label > 0 (kidney incl. tumor), tumor = label == 2.
+#: Volumes (ml) the viewer measures for KiTS19: kidney = label > 0 (kidney incl. tumor), tumor =
+#: label == 2 (KiTS23: ``gt_``/``pred_`` + each region's name + ``_ml``).
 VOLUME_KEYS = ("gt_kidney_ml", "gt_tumor_ml", "pred_kidney_ml", "pred_tumor_ml")
 
 
@@ -62,12 +75,14 @@ class CaseEntry:
 
 @dataclass
 class CaseData:
-    """A loaded case; arrays are canonical (z, y, x), CT in HU, labels uint8 {0, 1, 2}."""
+    """A loaded case; arrays are canonical (z, y, x), CT in HU, labels uint8 in the dataset's
+    label values (KiTS19 {0, 1, 2}, KiTS23 {0, 1, 2, 3})."""
 
     entry: CaseEntry
     image: Volume | None
     label: Volume | None
     prediction: Volume | None
+    dataset: Dataset = field(default_factory=lambda: get_dataset(None))
 
     @property
     def case_id(self) -> str:
@@ -97,6 +112,9 @@ class Catalog:
     Args:
         source: a run folder (holding ``run.json``), a ``run.json`` file, or a manifest CSV.
 
+    Attributes:
+        dataset: the source's :class:`~kidneyseg.data.datasets.Dataset` (its manifest's ``dataset``).
+
     Raises:
         KidneysegError: missing source, unreadable ``run.json``/manifest, no viewable case.
     """
@@ -120,7 +138,9 @@ class Catalog:
             self.run_dir = None
             self.manifest_path = self.source
         self.kind = "run" if self.run_dir is not None else "manifest"
-        self._entries = self._list_cases()
+        manifest = _read_manifest(self.manifest_path)
+        self.dataset: Dataset = manifest_dataset(manifest)
+        self._entries = self._list_cases(manifest)
         if not self._entries:
             raise fail(self.source, "lists no case with a label map, image or prediction to show")
 
@@ -135,8 +155,7 @@ class Catalog:
             raise fail(run_file, f"{key!r} must be a path string, got {value!r}")
         return (run_file.parent / value).resolve()
 
-    def _list_cases(self) -> dict[str, CaseEntry]:
-        manifest = _read_manifest(self.manifest_path)
+    def _list_cases(self, manifest: pd.DataFrame) -> dict[str, CaseEntry]:
         metrics = _read_metrics(self.metrics_csv) if self.metrics_csv and self.metrics_csv.is_file() else {}
         pred_root = self.predictions_dir if self.predictions_dir and self.predictions_dir.is_dir() else None
         entries: dict[str, CaseEntry] = {}
@@ -180,29 +199,43 @@ class Catalog:
         return self._entries[case_id]
 
     def load_case(self, case_id: str) -> CaseData:
-        """Read the listed files of one case (image as float32 HU, labels as uint8).
+        """Read the listed files of one case (image as float32 HU, labels as uint8 in the
+        dataset's label values).
 
         Raises:
-            KidneysegError: an unlisted case id, or a file that cannot be read.
+            KidneysegError: an unlisted case id, a file that cannot be read, or a label map with a
+                value outside the dataset's labels.
         """
         entry = self.entry(case_id)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # MR-range warnings are irrelevant for display
             image = load_volume(entry.image, "image") if entry.image else None
-        label = load_volume(entry.label, "label") if entry.label else None
-        prediction = load_volume(entry.prediction, "label") if entry.prediction else None
+        label = self._load_labels(entry.label)
+        prediction = self._load_labels(entry.prediction)
         grid = next(v for v in (label, prediction, image) if v is not None)
         for name, vol in (("image", image), ("label", label), ("prediction", prediction)):
             if vol is not None and vol.shape != grid.shape:
                 path = getattr(entry, name)
                 raise fail(path, f"shape {vol.shape} differs from the case's {grid.shape}")
-        return CaseData(entry, image, label, prediction)
+        return CaseData(entry, image, label, prediction, self.dataset)
+
+    def _load_labels(self, path: Path | None) -> Volume | None:
+        if path is None:
+            return None
+        try:
+            return load_volume(path, "label", label_values=self.dataset.label_values)
+        except KidneysegError as exc:
+            if "label values must be" not in str(exc):
+                raise
+            names = ", ".join(f"{v} {n}" for v, n in self.dataset.label_names.items())
+            raise KidneysegError(f"{exc}; {self.manifest_path.name} is a {self.dataset.name} manifest "
+                                 f"({names})") from None
 
     def describe(self) -> str:
-        """One line naming the source and how many cases it lists."""
+        """One line naming the source, its dataset and how many cases it lists."""
         what = f"run {self.run_dir}" if self.kind == "run" else f"manifest {self.manifest_path}"
         pred = "with predictions" if self.has_predictions else "ground truth only"
-        return f"{what}: {len(self._entries)} cases, {pred}"
+        return f"{what}: {len(self._entries)} cases, {pred}, {self.dataset.name} labels"
 
 
 def open_catalog(source: os.PathLike | str) -> Catalog:
@@ -220,14 +253,10 @@ def _read_run_json(path: Path) -> dict:
 def _read_manifest(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise fail(path, "no such manifest file")
-    from ..data.manifest import read_manifest
-
     return read_manifest(path)
 
 
 def _manifest_paths(row: dict, manifest_path: Path) -> tuple[Path | None, Path | None]:
-    from ..data.manifest import case_paths
-
     image, label = case_paths(row, manifest_path)
     image = image.resolve() if image is not None and Path(image).exists() else None
     label = label.resolve() if label is not None and Path(label).exists() else None

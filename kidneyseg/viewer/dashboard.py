@@ -22,10 +22,12 @@ import time
 import traceback
 from pathlib import Path
 
+from ..data.datasets import get_dataset
 from ..errors import KidneysegError
 from .catalog import Catalog, CaseData, open_catalog
 from .metrics import case_summary
-from .render import case_surfaces, focus_point, slice_figure_png, surfaces_figure
+from .render import case_surfaces, surfaces_figure
+from .slices import focus_point, slice_figure_png
 from .style import WINDOW_PRESETS
 
 #: Environment variable naming the run folder or manifest to show (set by ``kidneyseg viewer``).
@@ -63,14 +65,18 @@ def resolve_source(source: os.PathLike | str | None = None, environ: dict | None
     return DEFAULT_RUN if DEFAULT_RUN.exists() else None
 
 
+def _fmt(value, digits=3, unit=""):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "&ndash;"
+    return f"{value:.{digits}f}{unit}"
+
+
 def metrics_html(case_id: str, summary: dict) -> str:
-    """The per-case metrics table (HTML) from :func:`kidneyseg.viewer.metrics.case_summary`."""
-
-    def fmt(value, digits=3, unit=""):
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return "&ndash;"
-        return f"{value:.{digits}f}{unit}"
-
+    """The per-case metrics table (HTML) from :func:`kidneyseg.viewer.metrics.case_summary`:
+    kidney and tumor columns for KiTS19, one column per evaluation region for KiTS23."""
+    if summary.get("protocol", "kits19") == "kits23":
+        return _kits23_html(case_id, summary)
+    fmt = _fmt
     rows = [
         ("Dice", fmt(summary["kidney_dice"]), fmt(summary["tumor_dice"])),
         ("surface Dice", fmt(summary["kidney_surface_dice"]), fmt(summary["tumor_surface_dice"])),
@@ -87,11 +93,48 @@ def metrics_html(case_id: str, summary: dict) -> str:
     if summary["source"] == "metrics_csv":
         source = "from the run's metrics CSV"
     else:
-        how = "kidneyseg evaluate" if summary.get("method") == "evaluate" else "boundary-voxel approximation"
-        source = f"computed by the viewer ({how}), surface Dice at {summary['tolerance_mm']:g} mm"
+        source = f"computed by the viewer (kidneyseg evaluate), surface Dice at {summary['tolerance_mm']:g} mm"
     return (f"<div data-case='{html.escape(case_id)}'><b>{html.escape(case_id)}</b> "
             f"(mean Dice <span class='kidneyseg-mean-dice'>{fmt(summary['mean_dice'])}</span>; "
             f"metrics {source})<table><tr><th></th><th>kidney</th><th>tumor</th></tr>{body}</table></div>")
+
+
+def _kits23_html(case_id: str, summary: dict) -> str:
+    """The KiTS23 table: Dice, surface Dice (at each region's tolerance) and volumes per region."""
+    dataset = get_dataset(summary["dataset"])
+    regions = [r.name for r in dataset.regions]
+    tumor = ["" for _ in regions[:-1]]  # the diameters go in the tumor (last, innermost) column
+
+    def per_region(fmt_one):
+        return [fmt_one(name) for name in regions]
+
+    rows = [
+        ("Dice", per_region(lambda n: _fmt(summary[f"{n}_dice"]))),
+        ("surface Dice", per_region(lambda n: _fmt(summary[f"{n}_surface_dice"]))),
+        ("surface-Dice tolerance", per_region(lambda n: _fmt(summary[f"{n}_tolerance_mm"], 4, " mm"))),
+        ("volume, ground truth", per_region(lambda n: _fmt(summary[f"gt_{n}_ml"], 1, " ml"))),
+        ("volume, prediction", per_region(lambda n: _fmt(summary[f"pred_{n}_ml"], 1, " ml"))),
+        ("largest tumor diameter, ground truth", tumor + [_fmt(summary["tumor_diameter_gt_cm"], 1, " cm")]),
+        ("largest tumor diameter, prediction", tumor + [_fmt(summary["tumor_diameter_pred_cm"], 1, " cm")]),
+        (f"tumor size in {dataset.metadata_file}", tumor + [_fmt(summary["tumor_size_cm"], 1, " cm")]),
+    ]
+    body = "".join(f"<tr><th>{html.escape(a)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+                   for a, cells in rows)
+    names = dataset.label_names
+    defs = "; ".join(f"{r.title.lower()} = label{'s' if len(r.labels) > 1 else ''} "
+                     f"{', '.join(str(v) for v in r.labels)} ({', '.join(names[v] for v in r.labels)})"
+                     for r in dataset.regions)
+    body += (f"<tr><td colspan='{len(regions) + 1}' style='text-align:left;color:#666'>{html.escape(defs)}; "
+             "KiTS23 rule: both empty = 1, one empty = 0</td></tr>")
+    if summary["source"] == "metrics_csv":
+        source = "from the run's metrics CSV"
+    else:
+        source = "computed by the viewer (kidneyseg evaluate, kits23 protocol)"
+    head = "".join(f"<th>{html.escape(r.title.lower())}</th>" for r in dataset.regions)
+    return (f"<div data-case='{html.escape(case_id)}'><b>{html.escape(case_id)}</b> "
+            f"(mean Dice <span class='kidneyseg-mean-dice'>{_fmt(summary['mean_dice'])}</span>, "
+            f"mean surface Dice {_fmt(summary['mean_surface_dice'])}; metrics {source})"
+            f"<table><tr><th></th>{head}</tr>{body}</table></div>")
 
 
 class Dashboard:

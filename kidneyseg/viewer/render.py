@@ -1,37 +1,32 @@
-"""Pictures of one case: 3D label surfaces (plotly) and orthogonal slice overlays (matplotlib).
+"""The 3D view of one case: label surfaces (plotly ``Mesh3d``) of ground truth and prediction.
 
-3D: each structure (kidney = label > 0, tumor = label == 2) of the ground truth and of the
-prediction becomes a ``Mesh3d`` surface from scikit-image's marching cubes, computed on a
-block-max-pooled copy of the mask (at most ``max_dim`` voxels per axis, so small tumors survive
-and a 1059-slice case stays light) and lightly smoothed. Coordinates are mm in RAS (the
-canonical (I, P, L) axes negated), so the scene is not mirrored. The CT adds context as a faint
-grey bone surface.
+Each structure of the ground truth and of the prediction becomes a ``Mesh3d`` surface from
+scikit-image's marching cubes, computed on a block-max-pooled copy of the mask (at most
+``max_dim`` voxels per axis, so small tumors survive and a 1059-slice case stays light) and lightly
+smoothed. The structures come from the case's dataset (:func:`structures`): KiTS19 kidney
+(label > 0, kidney and tumor) and tumor (label 2); KiTS23 adds the cyst (label 3). Coordinates
+are mm in RAS (the canonical (I, P, L) axes negated), so the scene is not mirrored. The CT adds
+context as a faint grey bone surface.
 
 The 3D scenes are framed on the union of the label surfaces at their true shape
-(:mod:`kidneyseg.viewer.framing`).
-
-Slices: axial, coronal and sagittal planes through one point, each at its physical aspect ratio
-(pixel height/width = row/column spacing); the top row draws ground-truth contours in blue and
-prediction contours in green on the windowed CT (the thesis's Fig 4.3 style); the bottom row
-colours false positives red, false negatives yellow and kidney/tumor swaps magenta.
+(:mod:`kidneyseg.viewer.framing`). The slice overlays are :mod:`kidneyseg.viewer.slices`.
 """
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
 from scipy import ndimage
 
+from ..data.datasets import Dataset, get_dataset
 from .catalog import CaseData
 from .framing import SceneFrame, crop_surface, frame_bounds, surfaces_bounds
-from .style import (BONE_COLOUR, CONTOUR_GT, CONTOUR_PRED, FN_COLOUR, FP_COLOUR, MESH_COLOURS,
-                    SWAP_COLOUR, window_limits)
+from .style import BONE_COLOUR, MESH_COLOURS
 
-STRUCTURES = ("kidney", "tumor")
+#: Every structure the viewer draws, in drawing order; a dataset uses those of :func:`structures`.
+STRUCTURES = ("kidney", "tumor", "cyst")
 BONE_HU = 250.0
-PANEL_NAMES = ("axial", "coronal", "sagittal")
 
 
 # --------------------------------------------------------------------------------------- 3D
@@ -92,18 +87,36 @@ def mask_surface(mask: np.ndarray, spacing, max_dim: int = 96, smooth: float = 0
     return -verts_zyx[:, ::-1], faces.astype(np.int32)  # (I, P, L) -> (R, A, S), x first
 
 
-def structure_mask(label: np.ndarray, name: str) -> np.ndarray:
-    """KiTS19 regions: ``"kidney"`` = label > 0 (kidney and tumor), ``"tumor"`` = label == 2."""
+def structures(dataset: Dataset | str | None = None) -> tuple[str, ...]:
+    """The structures drawn for a dataset: ``"kidney"``, then its other foreground labels' names.
+
+    >>> structures("kits19"), structures("kits23")
+    (('kidney', 'tumor'), ('kidney', 'tumor', 'cyst'))
+    """
+    names = get_dataset(dataset).label_names
+    found = {names[v] for v in get_dataset(dataset).foreground_labels} | {"kidney"}
+    return tuple(s for s in STRUCTURES if s in found)
+
+
+def structure_mask(label: np.ndarray, name: str, dataset: Dataset | str | None = None) -> np.ndarray:
+    """Boolean mask of one structure in a (z, y, x) label map of ``dataset`` (default KiTS19).
+
+    ``"kidney"`` is the outermost region, every foreground label (label > 0: KiTS19's kidney
+    region, KiTS23's kidney and masses); ``"tumor"`` (2) and ``"cyst"`` (3, KiTS23) are their label.
+    """
+    dataset = get_dataset(dataset)
+    if name not in structures(dataset):
+        raise ValueError(f"structure must be one of {structures(dataset)} ({dataset.name}), got {name!r}")
     if name == "kidney":
         return label > 0
-    if name == "tumor":
-        return label == 2
-    raise ValueError(f"structure must be 'kidney' or 'tumor', got {name!r}")
+    return label == dataset.label(name)
 
 
-def label_surfaces(label: np.ndarray, spacing, max_dim: int = 96) -> dict:
-    """``{"kidney": surface|None, "tumor": surface|None}`` of a label map (see :func:`mask_surface`)."""
-    return {name: mask_surface(structure_mask(label, name), spacing, max_dim) for name in STRUCTURES}
+def label_surfaces(label: np.ndarray, spacing, max_dim: int = 96, dataset: Dataset | str | None = None) -> dict:
+    """``{structure: surface | None}`` of a label map for each of the dataset's :func:`structures`
+    (KiTS19: kidney, tumor; KiTS23: kidney, tumor, cyst); see :func:`mask_surface`."""
+    return {name: mask_surface(structure_mask(label, name, dataset), spacing, max_dim)
+            for name in structures(dataset)}
 
 
 def bone_surface(image: np.ndarray, spacing, max_dim: int = 64, threshold_hu: float = BONE_HU):
@@ -112,11 +125,12 @@ def bone_surface(image: np.ndarray, spacing, max_dim: int = 64, threshold_hu: fl
 
 
 def case_surfaces(case: CaseData, max_dim: int = 96) -> dict:
-    """All surfaces of a case: ``{("gt"|"pred", "kidney"|"tumor"): surface, ("ct", "bone"): ...}``."""
+    """All surfaces of a case: ``{("gt"|"pred", structure): surface, ("ct", "bone"): ...}`` with the
+    structures of the case's dataset (``"cyst"`` for KiTS23)."""
     out: dict = {}
     for source, vol in (("gt", case.label), ("pred", case.prediction)):
         if vol is not None:
-            for name, surf in label_surfaces(vol.array, vol.spacing, max_dim).items():
+            for name, surf in label_surfaces(vol.array, vol.spacing, max_dim, case.dataset).items():
                 out[(source, name)] = surf
     if case.image is not None:
         out[("ct", "bone")] = bone_surface(case.image.array, case.image.spacing, max(32, max_dim * 2 // 3))
@@ -149,7 +163,7 @@ def scene_viewport(domain_x: tuple[float, float]) -> tuple[float, float]:
 
 
 def label_frame(surfaces: dict, viewport: tuple[float, float]) -> SceneFrame | None:
-    """The frame around every label surface (ground truth and prediction, kidney and tumor) of
+    """The frame around every label surface (ground truth and prediction, every structure) of
     :func:`case_surfaces` output; the bone's when there is no label; ``None`` when empty."""
     labels = [s for (source, _), s in surfaces.items() if source in ("gt", "pred")]
     bounds = surfaces_bounds(labels)
@@ -161,9 +175,9 @@ def label_frame(surfaces: dict, viewport: tuple[float, float]) -> SceneFrame | N
 def surfaces_figure(surfaces: dict, mode: str = "side by side", title: str = ""):
     """A plotly ``Figure`` of ground truth and prediction surfaces.
 
-    Every scene is framed on the union of all label surfaces (both kidneys, tumors, both sources;
-    :mod:`kidneyseg.viewer.framing`), at the true shape (1 mm equally long on every axis); the CT
-    bone is cropped to that box.
+    Every scene is framed on the union of all label surfaces (both kidneys, tumors, cysts, both
+    sources; :mod:`kidneyseg.viewer.framing`), at the true shape (1 mm equally long on every axis);
+    the CT bone is cropped to that box. The legend names every surface (``"ground truth cyst"``).
 
     Args:
         surfaces: output of :func:`case_surfaces`.
@@ -190,7 +204,7 @@ def surfaces_figure(surfaces: dict, mode: str = "side by side", title: str = "")
             traces.append(_mesh_trace(bone, BONE_COLOUR, "CT bone", 0.12, scene, scene == "scene"))
     label_names = {"gt": "ground truth", "pred": "prediction"}
     for source in sources:
-        for structure in ("kidney", "tumor"):
+        for structure in STRUCTURES:
             surf = surfaces.get((source, structure))
             if surf is None:
                 continue
@@ -219,178 +233,5 @@ def surfaces_figure(surfaces: dict, mode: str = "side by side", title: str = "")
     return go.Figure(data=traces, layout=layout)
 
 
-# ----------------------------------------------------------------------------------- slices
-def focus_point(case: CaseData) -> tuple[int, int, int]:
-    """Voxel (z, y, x) the slices start at: tumor centre, else kidney, else prediction, else middle."""
-    for vol, name in ((case.label, "tumor"), (case.label, "kidney"), (case.prediction, "tumor"),
-                      (case.prediction, "kidney")):
-        if vol is not None:
-            centre = mask_centre(structure_mask(vol.array, name))
-            if centre is not None:
-                return centre
-    return tuple(s // 2 for s in case.shape)  # type: ignore[return-value]
-
-
-def mask_centre(mask: np.ndarray) -> tuple[int, int, int] | None:
-    """Centre of mass (voxel indices, rounded) of a boolean (z, y, x) mask; ``None`` if empty.
-
-    Computed from axis projections inside the occupied z-slab: about 10x faster than
-    ``scipy.ndimage.center_of_mass`` on a 1059 x 512 x 512 mask (measured 12.6 s there).
-
-    >>> m = np.zeros((5, 5, 5), bool); m[1:4, 2, 0:3] = True
-    >>> mask_centre(m)
-    (2, 2, 1)
-    """
-    per_z = mask.sum(axis=(1, 2), dtype=np.int64)
-    total = int(per_z.sum())
-    if total == 0:
-        return None
-    nz = np.flatnonzero(per_z)
-    slab = mask[nz[0]: nz[-1] + 1]
-    per_y = slab.sum(axis=(0, 2), dtype=np.int64)
-    per_x = slab.sum(axis=(0, 1), dtype=np.int64)
-    return tuple(int(round(float((np.arange(len(p)) * p).sum()) / total))  # type: ignore[return-value]
-                 for p in (per_z, per_y, per_x))
-
-
-def _plane(array: np.ndarray | None, axis: int, index: int):
-    if array is None:
-        return None
-    return np.take(array, index, axis=axis)
-
-
-#: Slice figure: width (inches), resolution, most height of one row of panels (inches), and the
-#: space for the titles above, between the two rows and for the legend below (inches).
-SLICE_WIDTH_IN, SLICE_DPI, SLICE_MAX_ROW_IN = 12.0, 80, 5.0
-SLICE_TOP_IN, SLICE_GAP_IN, SLICE_LEGEND_IN = 0.32, 0.12, 0.42
-SLICE_SIDE, SLICE_WSPACE = 0.01, 0.04
-
-
-def slice_panels(shape, spacing) -> list[tuple[int, float, float, float]]:
-    """The three planes as ``(axis, aspect, width_mm, height_mm)``: axial, coronal, sagittal.
-
-    ``aspect`` is the row spacing over the column spacing, the height/width of one displayed pixel
-    (matplotlib's ``imshow(aspect=...)``), so every panel shows its physical extent undistorted.
-
-    >>> [p[1] for p in slice_panels((10, 20, 30), (3.0, 0.8, 0.8))]
-    [1.0, 3.75, 3.75]
-    """
-    (nz, ny, nx), (dz, dy, dx) = shape, spacing
-    return [(0, dy / dx, nx * dx, ny * dy), (1, dz / dx, nx * dx, nz * dz), (2, dz / dy, ny * dy, nz * dz)]
-
-
-def slice_grid(panels) -> tuple[list[float], float]:
-    """Column width ratios and row height (inches) of the slice figure for :func:`slice_panels`.
-
-    At one scale that fits the three planes' widths into the figure, the row is as tall as the
-    tallest plane, capped at ``SLICE_MAX_ROW_IN``; a plane taller than the row is shown smaller
-    (height-limited), and its column narrows to its shown width so the others get the space.
-    """
-    axes_width_in = SLICE_WIDTH_IN * (1 - 2 * SLICE_SIDE) / (1 + SLICE_WSPACE * (len(panels) - 1) / len(panels))
-    scale = axes_width_in / sum(p[2] for p in panels)                       # inches per mm
-    row_in = min(max(p[3] for p in panels) * scale, SLICE_MAX_ROW_IN)
-    return [min(p[2] * scale, row_in * p[2] / p[3]) for p in panels], row_in
-
-
-def slice_figure(case: CaseData, point: tuple[int, int, int], window="abdomen", dpi: int = SLICE_DPI):
-    """The matplotlib ``Figure`` of the three orthogonal planes through ``point`` (z, y, x).
-
-    Top row: ground-truth and prediction contours on the windowed CT; bottom row: the error map.
-    Each panel is drawn at its physical aspect ratio (pixel height/width = row/column spacing);
-    all panels share one mm scale unless a long volume's row hits ``SLICE_MAX_ROW_IN`` (then the
-    coronal and sagittal planes are shown smaller, see :func:`slice_grid`).
-
-    Args:
-        case: loaded case.
-        point: voxel indices (z, y, x), clipped to the volume.
-        window: preset name (``"abdomen"``, ``"kidney"``, ``"bone"``) or ``(width, level)`` HU.
-        dpi: resolution of the figure.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
-    lo, hi = window_limits(window)
-    shape = case.shape
-    point = tuple(int(np.clip(p, 0, s - 1)) for p, s in zip(point, shape))
-    image = case.image.array if case.image is not None else None
-    label = case.label.array if case.label is not None else None
-    pred = case.prediction.array if case.prediction is not None else None
-    panels = slice_panels(shape, case.spacing)
-    widths, row_in = slice_grid(panels)
-    height_in = SLICE_TOP_IN + 2 * row_in + SLICE_GAP_IN + SLICE_LEGEND_IN
-    fig = Figure(figsize=(SLICE_WIDTH_IN, height_in), dpi=dpi, facecolor="white")
-    FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(2, 3, width_ratios=widths, hspace=SLICE_GAP_IN / row_in,
-                            wspace=SLICE_WSPACE, left=SLICE_SIDE, right=1 - SLICE_SIDE,
-                            top=1 - SLICE_TOP_IN / height_in, bottom=SLICE_LEGEND_IN / height_in)
-    for col, ((axis, aspect, _, _), name) in enumerate(zip(panels, PANEL_NAMES)):
-        ct = _plane(image, axis, point[axis])
-        gt = _plane(label, axis, point[axis])
-        pr = _plane(pred, axis, point[axis])
-        if ct is not None:
-            background = ct
-        else:  # no CT (e.g. KiTS19 labels only): grey levels of the label map itself
-            labels_plane = gt if gt is not None else pr
-            background = lo + (hi - lo) * np.array([0.0, 0.45, 0.8], np.float32)[labels_plane]
-        for row in range(2):
-            ax = fig.add_subplot(grid[row, col])
-            ax.imshow(background, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_label(f"{name} {'contours' if row == 0 else 'errors'}")
-            if row == 0:
-                ax.set_title(f"{name} {point[axis]}", fontsize=10)
-                for mask_plane, colour in ((gt, CONTOUR_GT), (pr, CONTOUR_PRED)):
-                    if mask_plane is None:
-                        continue
-                    for structure, style in (("kidney", "solid"), ("tumor", "dashed")):
-                        m = structure_mask(mask_plane, structure)
-                        if m.any() and not m.all():
-                            ax.contour(m.astype(np.float32), levels=[0.5], colors=[colour],
-                                       linewidths=1.3, linestyles=style)
-            else:
-                ax.imshow(error_rgba(gt, pr), aspect=aspect, interpolation="nearest")
-            # contours must not change the view: the panel shows exactly the plane's pixels
-            ax.set_xlim(-0.5, background.shape[1] - 0.5)
-            ax.set_ylim(background.shape[0] - 0.5, -0.5)
-    handles = [Line2D([], [], color=CONTOUR_GT, label="ground truth (dashed: tumor)"),
-               Line2D([], [], color=CONTOUR_PRED, label="prediction (dashed: tumor)"),
-               Patch(color=FP_COLOUR, label="false positive"), Patch(color=FN_COLOUR, label="false negative"),
-               Patch(color=SWAP_COLOUR, label="kidney/tumor swapped")]
-    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=9, frameon=False)
-    return fig
-
-
-def slice_figure_png(case: CaseData, point: tuple[int, int, int], window="abdomen",
-                     dpi: int = SLICE_DPI) -> bytes:
-    """PNG bytes of :func:`slice_figure` (what the dashboard shows)."""
-    buf = io.BytesIO()
-    slice_figure(case, point, window, dpi).savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
-
-
-def error_rgba(gt: np.ndarray | None, pred: np.ndarray | None, alpha: float = 0.75) -> np.ndarray:
-    """RGBA float image of false positives, false negatives and class swaps (transparent elsewhere).
-
-    >>> e = error_rgba(np.array([[0, 1, 2]]), np.array([[1, 0, 1]]))
-    >>> e[0, :, :3].astype(float).round(2).tolist()
-    [[1.0, 0.1, 0.1], [1.0, 0.9, 0.0], [1.0, 0.0, 1.0]]
-    """
-    ref = gt if gt is not None else pred
-    out = np.zeros(ref.shape + (4,), np.float32)
-    if gt is None or pred is None:
-        return out
-    fp = (pred > 0) & (gt == 0)
-    fn = (gt > 0) & (pred == 0)
-    swap = (gt > 0) & (pred > 0) & (gt != pred)
-    for mask, colour in ((fp, FP_COLOUR), (fn, FN_COLOUR), (swap, SWAP_COLOUR)):
-        out[mask, :3] = colour
-        out[mask, 3] = alpha
-    return out
-
-
-__all__ = ["bone_surface", "case_surfaces", "error_rgba", "focus_point", "label_surfaces",
-           "label_frame", "mask_centre", "mask_surface", "pool_mask", "scene_viewport", "slice_figure",
-           "slice_figure_png", "slice_grid", "slice_panels", "structure_mask", "surfaces_figure"]
+__all__ = ["STRUCTURES", "bone_surface", "case_surfaces", "label_frame", "label_surfaces", "mask_surface", "pool_mask",
+           "scene_viewport", "structure_mask", "structures", "surfaces_figure"]

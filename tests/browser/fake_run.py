@@ -4,6 +4,10 @@ Cases are small synthetic abdomens (body ellipse, spine, two ellipsoid kidneys, 
 KiTS19 layout, written with ``kidneyseg.io``; predictions are the labels shifted and dilated so
 ground truth and prediction differ visibly; the metrics CSV has the contract's columns, computed
 with ``kidneyseg.evaluate`` when it is installed, else with the viewer's quick metrics.
+
+``dataset="kits23"`` makes a KiTS23 run: each case also has one cyst (label 3, water density,
+bulging from the kidney without the tumor, so the 3D view shows it), the manifest's ``dataset``
+column says ``kits23`` and the metrics CSV is ``kidneyseg.evaluate``'s kits23 report.
 """
 
 from __future__ import annotations
@@ -33,8 +37,12 @@ def _ellipsoid(shape, centre, radii):
             + ((xx - centre[2]) / radii[2]) ** 2) <= 1.0
 
 
-def synth_case(seed: int, shape=SHAPE):
-    """(ct float32 HU, label uint8) (z, y, x) of one synthetic case; deterministic per seed."""
+def synth_case(seed: int, shape=SHAPE, cyst: bool = False):
+    """(ct float32 HU, label uint8) (z, y, x) of one synthetic case; deterministic per seed.
+
+    ``cyst=True`` adds a KiTS23 cyst (label 3, radius 5 voxels in-plane) on the lateral edge of the
+    kidney without the tumor, level with the tumor (so the axial plane through the tumor cuts it);
+    the rest of the case is the same as without it."""
     rng = np.random.default_rng(seed)
     z, y, x = shape
     ct = np.full(shape, -1000.0, np.float32)
@@ -48,8 +56,12 @@ def synth_case(seed: int, shape=SHAPE):
     t_centre = (z / 2 + rng.uniform(-3, 3), y * 0.58, x / 2 + side * x * 0.26)
     t_r = rng.uniform(4.5, 7.0)
     label[_ellipsoid(shape, t_centre, (t_r * 0.7, t_r, t_r))] = 2
+    if cyst:
+        c_centre = (t_centre[0], y * 0.62, x / 2 - side * x * 0.29)
+        label[_ellipsoid(shape, c_centre, (3.5, 5.0, 5.0)) & (label != 2)] = 3
     ct[label == 1] = 180.0
     ct[label == 2] = 90.0
+    ct[label == 3] = 10.0
     ct += rng.normal(0, 12, shape).astype(np.float32)
     return ct, label
 
@@ -81,13 +93,16 @@ def tall_case(seed: int, shape=TALL_SHAPE, spacing=TALL_SPACING):
 
 
 def perturb(label: np.ndarray, seed: int) -> np.ndarray:
-    """A plausible 'prediction': the kidneys shifted by a few voxels, the tumor dilated."""
+    """A plausible 'prediction': the kidneys shifted by a few voxels, the tumor (and any cyst,
+    label 3) dilated."""
     rng = np.random.default_rng(1000 + seed)
     shift = (0, int(rng.integers(2, 4)), int(rng.integers(-3, 4)))
     kidney = ndimage.shift((label > 0).astype(np.uint8), shift, order=0) > 0
     tumor = ndimage.binary_dilation(label == 2, iterations=1)
     pred = np.zeros_like(label)
     pred[kidney] = 1
+    if (label == 3).any():
+        pred[ndimage.binary_dilation(label == 3, iterations=1)] = 3
     pred[tumor] = 2
     return pred
 
@@ -113,14 +128,24 @@ def case_metrics_row(label: np.ndarray, pred: np.ndarray, spacing) -> dict:
 
 
 def make_fake_run(root: Path, n_cases: int = 3, seed: int = 0, with_metrics: bool = True,
-                  phantom: bool = False, tall: bool = False) -> Path:
+                  phantom: bool = False, tall: bool = False, dataset: str = "kits19") -> Path:
     """Write ``root/data`` (KiTS layout + manifest.csv) and ``root/run`` (run.json ...); return run dir.
 
     ``phantom=True`` uses ``kidneyseg.data.phantom.make_phantom`` when it exists (realistic CT,
     tumor sizes vary); the default synthetic cases have fixed-size structures, which the browser
     test's pixel-count thresholds rely on. ``tall=True`` adds one more case, the
     :func:`tall_case` (thick slices, kidneys far from the volume's centre).
+
+    ``dataset="kits23"``: synthetic cases with a cyst (:func:`synth_case`), the manifest's
+    ``dataset`` and ``cyst_ml`` columns, the metrics CSV of ``kidneyseg.evaluate``'s kits23 protocol
+    (with its summary row, as ``kidneyseg evaluate --csv`` writes it). The KiTS19 manifest has no
+    ``dataset`` column, as manifests written before KiTS23 support (they read as KiTS19).
     """
+    if dataset not in ("kits19", "kits23"):
+        raise ValueError(f"dataset must be 'kits19' or 'kits23', got {dataset!r}")
+    kits23 = dataset == "kits23"
+    if kits23 and (phantom or tall):
+        raise ValueError("a kits23 fake run has synthetic cases only (no phantom=, tall=)")
     root = Path(root)
     data = root / "data"
     run = root / "run"
@@ -133,7 +158,7 @@ def make_fake_run(root: Path, n_cases: int = 3, seed: int = 0, with_metrics: boo
             ct, label = tall_case(seed + i)
             spacing = TALL_SPACING
         elif made is None:
-            ct, label = synth_case(seed + i)
+            ct, label = synth_case(seed + i, cyst=kits23)
             spacing = SPACING
         else:
             ct, label, spacing = made
@@ -150,9 +175,19 @@ def make_fake_run(root: Path, n_cases: int = 3, seed: int = 0, with_metrics: boo
             shape_x=label.shape[2], spacing_z=spacing[0], spacing_y=spacing[1], spacing_x=spacing[2],
             kidney_ml=float((label > 0).sum()) * voxel_ml, tumor_ml=float((label == 2).sum()) * voxel_ml,
             tumor_size_cm=round(2.0 + 0.4 * i, 1), split="val", excluded=False, exclude_reason=""))
-        metrics.append({"case_id": case_id, **case_metrics_row(label, pred, spacing)})
+        if kits23:
+            from kidneyseg.evaluate.protocols import get_protocol
+
+            rows[-1].update(cyst_ml=float((label == 3).sum()) * voxel_ml, dataset="kits23")
+            metrics.append({"case_id": case_id, **get_protocol("kits23").case_metrics(pred, label, spacing)})
+        else:
+            metrics.append({"case_id": case_id, **case_metrics_row(label, pred, spacing)})
     pd.DataFrame(rows).to_csv(data / "manifest.csv", index=False)
-    if with_metrics:
+    if with_metrics and kits23:
+        from kidneyseg.evaluate.report import write_csv
+
+        write_csv(metrics, run / "metrics.csv", protocol="kits23")
+    elif with_metrics:
         pd.DataFrame(metrics).to_csv(run / "metrics.csv", index=False, float_format="%.6f")
     run_json = {"manifest": "../data/manifest.csv", "predictions_dir": "predictions",
                 "metrics_csv": "metrics.csv", "model_dir": "model"}
