@@ -188,3 +188,25 @@ def test_reusable_stage2_only_for_the_identical_finished_recipe(tmp_path):
     ckpt["epoch"] = cfg.epochs - 1                                             # stopped early
     save_checkpoint(stage.checkpoint_last, ckpt)
     assert not ex.reusable_stage2(src.root, same, cache)
+
+
+def test_run_ablation_trains_each_run_once_and_validates_with_the_given_overlap(tmp_path, monkeypatch):
+    from kidneyseg.experiments import ablation
+    from kidneyseg.train import stage as stage_module
+    from kidneyseg.train.config import preset
+
+    trained, seen = [], []
+    monkeypatch.setattr(stage_module, "train_stage", lambda cfg, cache, root, **kw: trained.append((cfg.seed, cfg.network.residual)))
+
+    def fake_validate(model_dir, manifest, **kw):
+        seen.append(kw["overlap"])
+        return pd.DataFrame([{"case_id": "a", "kidney_dice": 0.9, "tumor_dice": 0.5}])
+
+    monkeypatch.setattr(ablation, "validate_model", fake_validate)
+    src = make_model_dir(tmp_path / "model", plan=PLAN)
+    kw = dict(seeds=[0, 1], variants=["PM", "PM without Res"], reuse=False, overlap=0.25, log=lambda *a: None)
+    df = ex.run_ablation(preset("demo", 2, {"epochs": 1}), tmp_path / "cache", src, "m.csv", tmp_path / "out", **kw)
+    assert sorted(trained) == [(0, False), (0, True), (1, False), (1, True)] and seen == [0.25] * 4
+    assert list(df.variant) == ["PM", "PM", "PM without Res", "PM without Res"] and set(df.stage2) == {"trained"}
+    ex.run_ablation(preset("demo", 2, {"epochs": 1}), tmp_path / "cache", src, "m.csv", tmp_path / "out", **kw)
+    assert len(trained) == 4                                    # finished runs are kept, not trained again
