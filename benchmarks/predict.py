@@ -143,6 +143,9 @@ class Counter:
         self.windows += int(x.shape[0])
         return y
 
+    def __getattr__(self, name):  # everything else (parameters(), config) is the network's
+        return getattr(self.__dict__["net"], name)
+
 
 def worker_ours(a, case: Path, model_dir: Path, precision: str = "auto") -> dict:
     import torch

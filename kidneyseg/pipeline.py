@@ -7,21 +7,26 @@ A run folder ``runs/<name>/`` holds:
     version.json              package version, git revision, python/torch versions, start time
     runtime.json              the precision and memory layout `auto` chose on the profile's device
                               (train and predict; each trained stage also keeps its own runtime.json)
+    resources.json            wall time, CPU time, peak RSS of the process tree and bytes written of each
+                              notebook and of the heavy steps inside them (:mod:`kidneyseg.resources`)
     data/                     generated phantoms (when run on phantoms)
     notebooks/NN_name.ipynb   each executed notebook, with its outputs
     NN_name/                  each notebook's figures (PNG), metrics (CSV/JSON), artefacts
     steps/NN_name.done        completion marks: a re-run with the same parameters skips the step
 
-Profiles (``demo``, ``ci``, ``full``, ``ci23``) are JSON files in ``kidneyseg/profiles/``: shared settings plus
-one parameter block per notebook. ``demo`` runs on phantoms on a 2-core CPU; ``full`` is what a GPU
-user runs on KiTS19 (the thesis's 350 epochs); ``ci23`` is ``ci`` on KiTS23-style phantoms (cysts, region-based
-training, the KiTS23 protocol).
+Profiles (``demo``, ``ci``, ``full``, ``ci23``, ``rehearsal``) are JSON files in ``kidneyseg/profiles/``:
+shared settings plus one parameter block per notebook. ``demo`` runs on phantoms on a 2-core CPU; ``full``
+is what a GPU user runs on KiTS19 (the thesis's 350 epochs); ``ci23`` is ``ci`` on KiTS23-style phantoms
+(cysts, region-based training, the KiTS23 protocol); ``rehearsal`` is ``full`` with only the work capped
+(a few iterations, 1 seed, 3 validation cases), to run the whole path at native size on any machine
+(docs/full_scale.md).
 
 >>> run_pipeline("runs/demo", phantoms=8, profile="demo")      # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -36,6 +41,7 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .errors import KidneysegError, ensure_output_dir, fail, write_text_atomic
+from .resources import ENV_PARENT, ENV_RUN_DIR, record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -47,11 +53,11 @@ NOTEBOOKS = (
     "04_ablation",
     "05_inference_evaluation",
 )
-PROFILES = ("demo", "ci", "full", "ci23")
+PROFILES = ("demo", "ci", "full", "ci23", "rehearsal")
 
 
 def load_profile(name_or_path: str) -> dict:
-    """A profile by name (``demo``, ``ci``, ``full``) or a path to a JSON file of the same form.
+    """A profile by name (``demo``, ``ci``, ``full``, ``rehearsal``) or a path to a JSON file of the same form.
 
     A profile is ``{"description": str, "phantoms": {...}, "shared": {...}, "<notebook>": {...}}``.
     """
@@ -136,7 +142,8 @@ def prepare_data(out: Path, data_dir: str | None, phantoms: int | None, profile:
             raise fail(data, "no such data folder")
         manifest = out / "manifest.csv"
         if not manifest.exists():
-            build_manifest(data, manifest)
+            with record("manifest", manifest, run_dir=out):
+                build_manifest(data, manifest, progress=sys.stderr.isatty())
         return manifest
     from .data.phantom import write_phantoms
 
@@ -148,7 +155,9 @@ def prepare_data(out: Path, data_dir: str | None, phantoms: int | None, profile:
     wanted = {"cases": n, "seed": seed, **opts}
     if marker.exists() and json.loads(marker.read_text(encoding="utf-8")) == wanted:
         return out / "data" / "manifest.csv"
-    manifest = Path(write_phantoms(out / "data", n, seed, progress=sys.stderr.isatty(), **opts))
+    with record("paint", out / "data", run_dir=out) as rec:
+        rec.details["cases"] = n
+        manifest = Path(write_phantoms(out / "data", n, seed, progress=sys.stderr.isatty(), **opts))
     write_text_atomic(marker, json.dumps(wanted, sort_keys=True))
     return manifest
 
@@ -236,6 +245,21 @@ def _execute(nb_in: Path, nb_out: Path, params: dict, cwd: Path) -> None:
             f"(executed notebook: {nb_out})") from None
 
 
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """Set environment variables for the block (the notebook kernels started inside inherit them)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_pipeline(out: str | os.PathLike, *, data_dir: str | None = None, phantoms: int | None = None,
                  manifest: str | None = None,
                  profile: str = "demo", notebooks: Sequence[str] | None = None,
@@ -267,7 +291,9 @@ def run_pipeline(out: str | os.PathLike, *, data_dir: str | None = None, phantom
     for name in names:
         if name not in NOTEBOOKS and not (notebook_dir / f"{name}.ipynb").exists():
             raise KidneysegError(f"unknown notebook {name!r}; valid: {list(NOTEBOOKS)}")
-    check_profile_parameters(prof, names, notebook_dir)
+    # the profile describes the whole pipeline: checked against every notebook, also when a subset runs
+    whole = [n for n in NOTEBOOKS if (notebook_dir / f"{n}.ipynb").exists()]
+    check_profile_parameters(prof, list(dict.fromkeys([*whole, *names])), notebook_dir)
     out = ensure_output_dir(out).resolve()
     for sub in ("notebooks", "steps"):
         ensure_output_dir(out / sub)
@@ -297,7 +323,9 @@ def run_pipeline(out: str | os.PathLike, *, data_dir: str | None = None, phantom
         ensure_output_dir(out / name)
         log(f"  {name}: running ...")
         t0 = time.perf_counter()
-        _execute(notebook_dir / f"{name}.ipynb", out / "notebooks" / f"{name}.ipynb", params, cwd=out)
+        # the notebook's row covers its kernel and workers; the package's steps inside it add their own
+        with record(name, out / name, run_dir=out), _environment({ENV_RUN_DIR: str(out), ENV_PARENT: name}):
+            _execute(notebook_dir / f"{name}.ipynb", out / "notebooks" / f"{name}.ipynb", params, cwd=out)
         seconds = time.perf_counter() - t0
         write_text_atomic(mark, digest)
         log(f"  {name}: done in {seconds:.0f} s")

@@ -2,7 +2,9 @@
 
 This module is the one home of run-time hardware choices. Training and prediction resolve their
 ``device``, ``precision`` and ``channels_last`` settings through :func:`resolve_runtime`, and run
-the network inside :meth:`Runtime.autocast`.
+the network inside :meth:`Runtime.autocast`. The CPU memory a step may plan to use (a case being
+preprocessed or predicted, one training step) is :func:`ram_budget_bytes`
+(``$KIDNEYSEG_RAM_BUDGET_GIB``, else the RAM available now).
 
 Precision (``--precision``; ``precision`` in a training config):
 
@@ -40,7 +42,8 @@ import torch
 
 from .errors import KidneysegError
 
-__all__ = ["DEVICES", "LAYOUTS", "PRECISIONS", "Runtime", "cpu_bf16_support", "resolve_device", "resolve_runtime"]
+__all__ = ["DEVICES", "LAYOUTS", "PRECISIONS", "RAM_BUDGET_ENV", "Runtime", "cpu_bf16_support", "ram_budget_bytes",
+           "resolve_device", "resolve_runtime"]
 
 #: Accepted ``device`` settings: ``auto`` takes CUDA when a GPU is visible, the CPU otherwise.
 DEVICES = ("auto", "cpu", "cuda")
@@ -240,3 +243,30 @@ def resolve_runtime(device: str | torch.device = "auto", precision: str = "auto"
     prec, reason = _resolve_precision(str(precision).strip().lower(), dev)
     layout = _resolve_layout(channels_last, dev, prec, training)
     return Runtime(dev, prec, layout, str(precision).strip().lower(), reason)
+
+
+#: Environment variable capping the RAM (GiB) that one case or one training step may plan to use.
+RAM_BUDGET_ENV = "KIDNEYSEG_RAM_BUDGET_GIB"
+
+
+def ram_budget_bytes() -> int:
+    """The CPU memory a step may plan to use: ``$KIDNEYSEG_RAM_BUDGET_GIB`` when set, else the RAM
+    available now (psutil's ``available``: free plus reclaimable page cache).
+
+    Raises:
+        KidneysegError: the variable is set but not a positive number.
+    """
+    import os
+
+    text = os.environ.get(RAM_BUDGET_ENV, "").strip()
+    if text:
+        try:
+            gib = float(text)
+        except ValueError:
+            gib = -1.0
+        if not gib > 0:
+            raise KidneysegError(f"{RAM_BUDGET_ENV} must be a positive number of GiB, got {text!r}")
+        return int(gib * 1024 ** 3)
+    import psutil
+
+    return int(psutil.virtual_memory().available)

@@ -193,3 +193,21 @@ def test_phantom_manifest_val_cases_override(tmp_path):
     assert (df.split == "val").sum() == 2 and len(df) == 6
     with pytest.raises(ValueError, match="n_val must be in"):
         write_phantoms(tmp_path / "ph2", 3, 0, progress=False, n_val=3, size=48)
+
+
+def test_spread_by_size_keeps_the_largest_and_spans_the_sizes():
+    import pandas as pd
+
+    from kidneyseg.data.manifest import spread_by_size
+
+    df = pd.DataFrame({"case_id": [f"case_{i:05d}" for i in range(20)], "shape_z": [(i * 7) % 20 + 1 for i in range(20)],
+                       "shape_y": 512, "shape_x": 512})
+    vox = df.shape_z * 512 * 512
+    three = spread_by_size(df, 3)
+    assert len(three) == 3 and list(three.index) == sorted(three.index)          # the manifest's order
+    assert vox[three.index].max() == vox.max() and vox[three.index].min() == vox.min()
+    assert sorted(vox[three.index])[1] in (sorted(vox)[9], sorted(vox)[10])      # and the median
+    assert list(spread_by_size(df, 1).index) == [int(vox.idxmax())]
+    assert spread_by_size(df, 0) is df and spread_by_size(df, None) is df and spread_by_size(df, 50) is df
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        spread_by_size(df, -1)

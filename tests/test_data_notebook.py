@@ -42,7 +42,7 @@ def test_notebook_has_thin_parameters_cell():
 
 def test_notebook_on_phantoms(tmp_path):
     out = tmp_path / "out"
-    nb = _execute(tmp_path, output_dir=str(out), n_phantoms=6, seed=2)
+    nb = _execute(tmp_path, output_dir=str(out), n_phantoms=6, seed=2, phantom_size=96)
     for name in ("size_boxplot.png", "spacing_boxplot.png", "volumes.png", "spacing_table.csv"):
         assert (out / name).stat().st_size > 0
     assert (out / "phantoms" / "manifest.csv").exists()

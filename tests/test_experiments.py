@@ -210,3 +210,26 @@ def test_run_ablation_trains_each_run_once_and_validates_with_the_given_overlap(
     assert list(df.variant) == ["PM", "PM", "PM without Res", "PM without Res"] and set(df.stage2) == {"trained"}
     ex.run_ablation(preset("demo", 2, {"epochs": 1}), tmp_path / "cache", src, "m.csv", tmp_path / "out", **kw)
     assert len(trained) == 4                                    # finished runs are kept, not trained again
+
+
+def test_max_cases_predicts_the_largest_and_records_the_steps(tmp_path, monkeypatch):
+    """A capped validation (the rehearsal's 3 cases) always holds the largest case; predict and evaluate
+    rows land in resources.json when a run folder is configured."""
+    from kidneyseg.resources import ENV_RUN_DIR, read_resources
+
+    manifest = write_dataset(tmp_path / "data", n=4)
+    df = pd.read_csv(manifest)
+    df["split"] = "val"
+    df.to_csv(manifest, index=False)
+    sizes = {r.case_id: r.shape_z * r.shape_y * r.shape_x for r in df.itertuples()}
+    picked = [c for c, _, _ in ex.split_cases(manifest, "val", max_cases=2)]
+    assert len(picked) == 2 and max(sizes, key=sizes.get) in picked
+    assert len(ex.split_cases(manifest, "val")) == 4
+    monkeypatch.setenv(ENV_RUN_DIR, str(tmp_path / "run"))
+    model = make_model_dir(tmp_path / "model", plan=PLAN)
+    out = ex.validate_model(model, manifest, "val", pred_dir=tmp_path / "pred", device="auto", max_cases=1)
+    assert list(out.case_id) == [max(sizes, key=sizes.get)]
+    ex.evaluate_predictions(tmp_path / "pred", manifest, "val", max_cases=1)
+    rows = {r["step"]: r for r in read_resources(tmp_path / "run")}
+    assert rows["predict"]["details"]["cases"] == 1 and rows["predict"]["bytes_written"] > 0
+    assert rows["evaluate"]["details"]["cases"] == 1

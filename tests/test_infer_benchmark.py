@@ -25,9 +25,11 @@ def test_predict_benchmark_quick():
                      r"fp32_speedup_vs_nnunet=([0-9.]+|nan) precision=(fp32|bf16) bf16_dice_delta=nan", last)
     assert m, last  # --quick skips the parity check (it trains a model)
     assert float(m.group(2)) > 0 and 0 < float(m.group(3)) < 3
-    assert p.stdout.count("| kidneyseg |") == 2 and p.stdout.count("| nnunet |") == 2  # 2 alternating runs each
+    # 2 alternating runs each in the per-run table (method | precision | ...), then one median row per side
+    assert p.stdout.count("| kidneyseg |") == 2 and p.stdout.count("| nnunet | fp32 |") == 2
+    assert "| ours | 2 |" in p.stdout and "| nnunet | 2 |" in p.stdout
     if m.group(5) == "bf16":
-        assert p.stdout.count("| kidneyseg fp32 |") == 2 and m.group(4) != "nan"
+        assert p.stdout.count("| kidneyseg fp32 |") == 2 and "| ours_fp32 | 2 |" in p.stdout and m.group(4) != "nan"
     assert "load avg" in p.stdout
 
 

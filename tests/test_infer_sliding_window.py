@@ -100,13 +100,17 @@ def test_argument_errors():
         sliding_window_predict(img, net, (4, 4))
 
 
-def test_memory_estimate_and_device_choice():
+def test_memory_estimate_and_device_choice(monkeypatch):
     assert accumulator_bytes((10, 10, 10), 3) == 1000 * 17
     assert accumulator_bytes((10, 10, 10), 3, return_probs=True) == 1000 * 23
     assert choose_stitch_device("cpu", 1000).type == "cpu"
     from kidneyseg.errors import KidneysegError
     with pytest.raises(KidneysegError, match="GiB of RAM is free"):
         choose_stitch_device("cpu", 1 << 50)
+    monkeypatch.setenv("KIDNEYSEG_RAM_BUDGET_GIB", "1")  # the CPU's room is the RAM budget
+    assert choose_stitch_device("cpu", 2**29).type == "cpu"
+    with pytest.raises(KidneysegError, match="needs about 2.00 GiB but only 1.00 GiB of RAM is free"):
+        choose_stitch_device("cpu", 2**31)
 
 
 def test_small_volume_is_padded_with_each_channels_minimum_like_the_sampler():

@@ -134,3 +134,36 @@ def test_save_is_atomic_on_failure(tmp_path):
         save_like(np.zeros((2, 2, 2), np.uint8), target, v)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]
+
+
+@pytest.mark.parametrize("view", ["fortran", "flipped", "permuted", "c"])
+def test_c_order_copies_any_layout_exactly(view):
+    """The tiled transpose used on every load gives np.ascontiguousarray's values for any strides,
+    including shapes that are not multiples of the tile."""
+    from kidneyseg.io.volume import c_order
+
+    a = np.arange(70 * 33 * 45, dtype=np.float32).reshape(70, 33, 45)
+    v = {"fortran": np.asfortranarray(a), "flipped": a[::-1, :, ::-2], "permuted": a.transpose(2, 0, 1),
+         "c": a}[view]
+    out = c_order(v, tile=16)
+    assert out.flags.c_contiguous and out.dtype == v.dtype
+    np.testing.assert_array_equal(out, np.ascontiguousarray(v))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.uint16])
+def test_label_check_fast_path_agrees_with_the_full_check(dtype):
+    """The O(n) min/max path accepts exactly what the np.unique check accepts, for KiTS19's
+    {0, 1, 2}, KiTS23's {0, 1, 2, 3} and a set with a gap, where it must fall back to np.unique."""
+    from kidneyseg.io.volume import check_label_values
+
+    ok = np.array([0, 1, 2, 2, 0], dtype)
+    assert check_label_values("x", ok).dtype == np.uint8
+    np.testing.assert_array_equal(check_label_values("x", ok), ok)
+    assert check_label_values("x", np.array([0, 3, 1], dtype), (0, 1, 2, 3)).tolist() == [0, 3, 1]
+    with pytest.raises(KidneysegError, match=r"found \[3\]"):
+        check_label_values("x", np.array([0, 3, 1], dtype))
+    with pytest.raises(KidneysegError, match=r"found \[2\]"):          # 2 lies between 0 and 3 but is not valid
+        check_label_values("x", np.array([0, 2, 3], dtype), (0, 1, 3))
+    if np.issubdtype(dtype, np.signedinteger):
+        with pytest.raises(KidneysegError, match=r"found \[-1\]"):
+            check_label_values("x", np.array([0, -1, 2], dtype))

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,7 +38,7 @@ def test_cache_layout_and_contract(dataset, tmp_path):
     assert list_cases(cache) == [f"case_{i:05d}" for i in range(4)]
     assert list_cases(cache, split="val") == ["case_00003"]
     c1 = load_case(cache, "case_00000", stage=1)
-    assert isinstance(c1.image, np.memmap) and c1.image.dtype == np.float32 and c1.label.dtype == np.uint8
+    assert isinstance(c1.image, np.memmap) and c1.image.dtype == np.float16 and c1.label.dtype == np.uint8
     assert c1.image.shape == (9, 10, 12)                            # (12*3/4, 20*.8/1.6, 24*.8/1.6)
     c2 = load_case(cache, "case_00000", stage=2, mmap=False)
     assert c2.image.shape == box_voxels(PLAN.box_size_mm, PLAN.target_spacing) == (16, 13, 23)
@@ -144,3 +145,101 @@ def test_preprocessing_is_deterministic(dataset, tmp_path):
     preprocess_dataset(dataset, PLAN, tmp_path / "a", progress=False)
     preprocess_dataset(dataset, PLAN, tmp_path / "b", progress=False, workers=2)
     assert digest(tmp_path / "a") == digest(tmp_path / "b") and len(digest(tmp_path / "a")) == 16
+
+
+def test_cache_stores_the_plans_image_dtype_and_inference_sees_the_same_numbers(dataset, tmp_path):
+    """float16 by default (half the disk of float32): the transform rounds its float32 output to float16
+    numbers, so what the cache stores and what inference computes are the same values, and the rounding
+    moves a voxel by at most 2**-11 of its magnitude (values are z-scores of clipped HU)."""
+    import dataclasses
+
+    from kidneyseg.io import load_volume
+
+    wide = dataclasses.replace(PLAN, image_dtype="float32")
+    preprocess_dataset(dataset, PLAN, tmp_path / "half", progress=False)
+    preprocess_dataset(dataset, wide, tmp_path / "full", progress=False)
+    for st in (1, 2):
+        half = load_case(tmp_path / "half", "case_00001", st, mmap=False)
+        full = load_case(tmp_path / "full", "case_00001", st, mmap=False)
+        assert half.image.dtype == np.float16 and full.image.dtype == np.float32
+        assert (tmp_path / "half" / f"stage{st}" / "case_00001" / "image.npy").stat().st_size < \
+            0.6 * (tmp_path / "full" / f"stage{st}" / "case_00001" / "image.npy").stat().st_size
+        np.testing.assert_array_equal(half.label, full.label)
+        bound = np.abs(full.image) * 2.0 ** -11 + 2.0 ** -24
+        assert np.all(np.abs(half.image.astype(np.float32) - full.image) <= bound)
+        assert half.properties.plan_hash != full.properties.plan_hash  # the dtype is part of the plan
+        # inference's transform gives the cache's numbers, as float32 arrays
+        img = load_volume(dataset.parent / "case_00001" / "imaging.nii.gz", "image")
+        lab = load_volume(dataset.parent / "case_00001" / "segmentation.nii.gz", "label")
+        x, _, _ = preprocess_case(img.array, lab.array, img.spacing, PLAN, st)
+        assert x.dtype == np.float32
+        np.testing.assert_array_equal(x, half.image.astype(np.float32))
+
+
+def test_unknown_image_dtype_is_refused():
+    with pytest.raises(ValueError, match="image_dtype must be one of"):
+        Plan(image_dtype="int8")
+
+
+def test_a_case_too_large_for_the_ram_budget_is_refused_before_any_work(dataset, tmp_path, monkeypatch):
+    """One line naming the case and the GiB it needs; nothing is written."""
+    from kidneyseg.preprocess.memory import case_memory_bytes
+
+    monkeypatch.setenv("KIDNEYSEG_RAM_BUDGET_GIB", "0.4")  # below the 0.5 GiB a case needs at least
+    with pytest.raises(KidneysegError, match=r"case_0000\d: preprocessing this case needs about 0.5 GiB of RAM "
+                                             r"but the RAM budget is 0.4 GiB"):
+        preprocess_dataset(dataset, PLAN, tmp_path / "cache", progress=False, workers=2)
+    assert not (tmp_path / "cache").exists()
+    # KiTS19's largest case (1059 x 512 x 512 at 0.5 x 0.81 x 0.81 mm): 2.3 GiB measured, 2.5 estimated
+    big = case_memory_bytes((1059, 512, 512), (0.5, 0.81, 0.81), Plan(box_size_mm=(236.0, 199.6, 315.9)))
+    assert 2.3 * 2**30 < big < 2.8 * 2**30
+
+
+def test_fewer_workers_run_when_the_largest_cases_do_not_fit_side_by_side(dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("KIDNEYSEG_RAM_BUDGET_GIB", "0.75")  # one tiny case (0.5 GiB) fits, two do not
+    with pytest.warns(UserWarning, match="preprocessing with 1 worker"):
+        s = preprocess_dataset(dataset, PLAN, tmp_path / "cache", progress=False, workers=2)
+    assert len(s["processed"]) == 4 and set(s["seconds"]) == set(s["processed"])
+
+
+_DIGEST_CHILD = """
+import hashlib, json, sys, warnings
+from pathlib import Path
+import torch
+from kidneyseg.preprocess.cache import preprocess_dataset
+from kidneyseg.preprocess.plan import Plan
+warnings.simplefilter("ignore")
+plan = Plan.from_dict(json.loads(sys.argv[2]))
+out = Path(sys.argv[3])
+preprocess_dataset(sys.argv[1], plan, out, progress=False, workers=int(sys.argv[4]))
+digest = {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*.npy"))}
+print(json.dumps({"cpu": torch.backends.cpu.get_cpu_capability(), "digest": digest}))
+"""
+
+
+@pytest.mark.slow  # two fresh processes: 10-25 s on 2 cores
+def test_same_bytes_whatever_the_cpu_kernels_and_the_workers(tmp_path):
+    """Results must not depend on the CPU model or the thread count. PyTorch picks its vector kernels by
+    CPU (ATEN_CPU_CAPABILITY: plain C, AVX2, AVX-512, ...); forcing the plain ones in one process and
+    letting the machine choose in another, with 1 worker (2 threads) against 2 workers (1 thread each),
+    emulates two different machines on this one. Before 345cdfc (fused multiply-adds and tensordot in
+    the spline filter) the caches differed between the plain and the AVX kernels on our 2-core machine;
+    with single-rounding element-wise operations they are byte-identical."""
+    import subprocess
+    import sys
+
+    data = write_dataset(tmp_path / "data", n=4, shape=(40, 64, 72))  # > 40 slices after padding
+    runs = {}
+    for name, cap, workers in (("plain kernels, 1 worker", "default", "1"), ("native kernels, 2 workers", None, "2")):
+        env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+        if cap:
+            env["ATEN_CPU_CAPABILITY"] = cap
+        r = subprocess.run([sys.executable, "-c", _DIGEST_CHILD, str(data), json.dumps(PLAN.to_dict()),
+                            str(tmp_path / name), workers], capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        runs[name] = json.loads(r.stdout.strip().splitlines()[-1])
+    plain, native = runs["plain kernels, 1 worker"], runs["native kernels, 2 workers"]
+    assert plain["cpu"] == "DEFAULT" and len(plain["digest"]) == 16
+    assert plain["digest"] == native["digest"], (native["cpu"], [k for k in plain["digest"]
+                                                                if plain["digest"][k] != native["digest"].get(k)])

@@ -41,6 +41,18 @@ def test_cuda_without_gpu_and_unknown_names_are_refused(monkeypatch):
     assert resolve_device(" CPU ") == torch.device("cpu")
 
 
+def test_ram_budget_from_the_environment_or_the_free_memory(monkeypatch):
+    from kidneyseg.runtime import RAM_BUDGET_ENV, ram_budget_bytes
+
+    monkeypatch.setenv(RAM_BUDGET_ENV, "1.5")
+    assert ram_budget_bytes() == int(1.5 * 2**30)
+    for bad in ("0", "-2", "lots"):
+        monkeypatch.setenv(RAM_BUDGET_ENV, bad)
+        with pytest.raises(KidneysegError, match=f"{RAM_BUDGET_ENV} must be a positive number of GiB"):
+            ram_budget_bytes()
+    monkeypatch.delenv(RAM_BUDGET_ENV)
+    assert 0 < ram_budget_bytes()
+
 def test_auto_is_bf16_on_a_cpu_with_native_bf16(with_bf16):
     rt = resolve_runtime("cpu", "auto")
     assert (rt.precision, rt.dtype, rt.grad_scaler) == ("bf16", torch.bfloat16, False)
@@ -135,7 +147,36 @@ def test_cli_refuses_bf16_on_a_cpu_without_it_in_one_line(no_bf16, tmp_path, cap
     assert len(err) == 1 and "--precision bf16 on an unsupported device" in err[0], err
 
 
+def test_a_cpu_without_bf16_predicts_in_fp32_under_auto(no_bf16, tmp_path, capsys):
+    """Detection forced off: ``--precision auto`` still predicts, says fp32 once, and writes the same
+    bytes as ``--precision fp32``."""
+    import nibabel as nib
+    import numpy as np
+
+    from kidneyseg.cli import main
+
+    from . import hardening_helpers as H
+    from .infer_helpers import make_model_dir
+
+    model = make_model_dir(tmp_path / "model", plan=H.PLAN)
+    ct = H.save_nifti(tmp_path / "ct.nii.gz", H.ct_image(), dtype="int16")
+    outs = {}
+    for precision in ("auto", "fp32"):
+        out = tmp_path / f"{precision}.nii.gz"
+        capsys.readouterr()
+        assert main(["predict", "-i", str(ct), "-o", str(out), "--model", str(model), "--precision", precision,
+                     "--no-progress"]) == 0
+        lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("runtime:")]
+        assert len(lines) == 1 and "precision fp32" in lines[0], lines
+        if precision == "auto":
+            assert "auto: CPU without native bf16" in lines[0]
+        outs[precision] = np.asarray(nib.load(str(out)).dataobj)
+    assert outs["auto"].shape == nib.load(str(ct)).shape
+    assert np.array_equal(outs["auto"], outs["fp32"])
+
+
 def test_command_choices_match_the_runtime():
     from kidneyseg.train import commands
 
     assert commands.PRECISIONS == runtime.PRECISIONS
+    assert commands.DEVICES == runtime.DEVICES

@@ -188,3 +188,24 @@ def test_with_seed_shares_locations_and_changes_the_stream():
     for (a, b), (c, d) in zip(other, fresh):
         assert torch.equal(a, c) and torch.equal(b, d)
     assert not torch.equal(next(iter(base))[0], fresh[0][0])
+
+
+def test_cached_cases_are_located_from_file_reads_and_padded_with_the_recorded_minimum(tmp_path):
+    """Memory-mapped cache arrays: the labels are located from plain reads (identical locations, no
+    pages left mapped) and the pad value comes from properties.image_min, not a pass over the image."""
+    cases, mapped = [], []
+    for i in range(2):
+        case = make_case(f"c{i}", seed=i)
+        np.save(tmp_path / f"l{i}.npy", case.label)
+        np.save(tmp_path / f"i{i}.npy", case.image)
+        cases.append(case)
+        props = types.SimpleNamespace(image_min=-123.0)
+        mapped.append(types.SimpleNamespace(case_id=case.case_id, properties=props,
+                                            image=np.load(tmp_path / f"i{i}.npy", mmap_mode="r"),
+                                            label=np.load(tmp_path / f"l{i}.npy", mmap_mode="r")))
+    a = PatchSampler(cases, (8, 16, 16), 2, num_batches=2, progress=False)
+    b = PatchSampler(mapped, (8, 16, 16), 2, num_batches=2, progress=False)
+    for la, lb in zip(a.locations, b.locations):
+        for c in la:
+            np.testing.assert_array_equal(la[c], lb[c])
+    assert b._case_pad(0) == -123.0 and a._case_pad(0) == float(cases[0].image.min())

@@ -316,6 +316,31 @@ def case_paths(row, manifest_path: os.PathLike | str) -> tuple[Path | None, Path
     return image, label
 
 
+def spread_by_size(df: pd.DataFrame, n: int | None) -> pd.DataFrame:
+    """At most ``n`` rows of ``df`` spread over the case sizes, always including the largest.
+
+    The rows are ranked by voxel count (``shape_z * shape_y * shape_x``, ties by ``case_id``) and
+    ``n`` ranks evenly spaced from the largest to the smallest are kept (``n = 3``: the largest, the
+    median and the smallest case); the result keeps ``df``'s order. ``n`` of ``None`` or 0, or at
+    least ``len(df)``, returns ``df`` unchanged. Used to cap the work of a rehearsal (predict 3
+    validation cases, the largest among them) without naming cases.
+
+    >>> df = pd.DataFrame({"case_id": list("abcde"), "shape_z": [5, 50, 20, 10, 30], "shape_y": 1, "shape_x": 1})
+    >>> spread_by_size(df, 3).case_id.tolist()
+    ['a', 'b', 'c']
+    """
+    if n is None or int(n) == 0 or int(n) >= len(df):
+        return df
+    if int(n) < 0:
+        raise ValueError(f"n must be >= 0 (0: all cases), got {n!r}")
+    n = int(n)
+    vox = df["shape_z"].astype(np.int64) * df["shape_y"].astype(np.int64) * df["shape_x"].astype(np.int64)
+    ranked = df.assign(_vox=vox).sort_values(["_vox", "case_id"], ascending=[False, True]).index.tolist()
+    picks = {0} if n == 1 else {int(round(i * (len(ranked) - 1) / (n - 1))) for i in range(n)}
+    keep = {ranked[i] for i in picks}
+    return df[df.index.isin(keep)]
+
+
 def select_cases(df: pd.DataFrame, split: str | None = None, include_excluded: bool = False) -> pd.DataFrame:
     """Rows of one split (``"train"``, ``"val"`` or ``None`` for all), excluded cases dropped by default."""
     if split not in (None, "train", "val"):
@@ -332,6 +357,6 @@ __all__ = [
     "ALL_LABEL_VALUES", "COLUMNS", "KidneysegError", "LATER_COLUMNS", "assign_split", "build_manifest", "case_paths",
     "compute_volumes", "find_cases", "label_counts", "label_volumes_ml", "make_manifest", "manifest_dataset",
     "mark_exclusions", "n_validation",
-    "read_kits_json", "read_manifest", "scan_headers", "select_cases", "validate_manifest",
+    "read_kits_json", "read_manifest", "scan_headers", "select_cases", "spread_by_size", "validate_manifest",
     "write_manifest",
 ]

@@ -82,13 +82,14 @@ def _ablation_job(job: tuple) -> list[dict]:
     from ..train.config import TrainConfig
     from ..train.stage import train_stage
 
-    variant, seed, config, cache_dir, model_dir, manifest, split, device, tolerance_mm, overlap, done = job
+    variant, seed, config, cache_dir, model_dir, manifest, split, device, tolerance_mm, overlap, max_cases, done = job
     model = ModelFolder(model_dir)
     t0 = time.perf_counter()
     train_stage(TrainConfig.from_dict(config), cache_dir, model.root, device=device,
                 resume=model.stage(2).checkpoint_last.exists())
     train_s = time.perf_counter() - t0
-    df = validate_model(model.root, manifest, split=split, device=device, tolerance_mm=tolerance_mm, overlap=overlap)
+    df = validate_model(model.root, manifest, split=split, device=device, tolerance_mm=tolerance_mm, overlap=overlap,
+                        max_cases=max_cases)
     df.insert(0, "seed", seed)
     df.insert(0, "variant", variant)
     df["train_seconds"] = round(train_s, 1)
@@ -101,7 +102,7 @@ def run_ablation(base_config, cache_dir: os.PathLike | str, stage1_model_dir: os
                  manifest: os.PathLike | str, out_dir: os.PathLike | str, seeds: Sequence[int] = (0, 1, 2),
                  variants: Sequence[str] = tuple(VARIANTS), split: str = "val", device: str = "cpu",
                  tolerance_mm: float | None = None, workers: int = 1, threads: int | None = None,
-                 reuse: bool = True, overlap: float = 0.5, log=print) -> pd.DataFrame:
+                 reuse: bool = True, overlap: float = 0.5, log=print, max_cases: int | None = None) -> pd.DataFrame:
     """Train each variant's stage-2 model for each seed and score the full cascade on ``split``.
 
     Every variant shares the stage-1 model (``stage1_model_dir/stage1``) and the plan, so the rows
@@ -115,13 +116,16 @@ def run_ablation(base_config, cache_dir: os.PathLike | str, stage1_model_dir: os
         workers, threads: runs trained at once and torch threads per run
             (:func:`kidneyseg.train.parallel.run_jobs`; results do not depend on ``workers``).
         overlap: sliding-window overlap of the validation predictions (:func:`validate_model`).
+        max_cases: score at most that many ``split`` cases (:func:`~kidneyseg.experiments.split_cases`).
 
     Returns:
         One row per (variant, seed, case) with the case metrics, ``train_seconds`` and ``stage2``.
     """
     from ..model.folder import ModelFolder
+    from ..runtime import resolve_device
     from ..train.parallel import run_jobs
 
+    device = resolve_device(device).type  # "auto" resolved once, here; the jobs get "cpu" or "cuda"
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"variants must be among {list(VARIANTS)}, got {unknown!r}")
@@ -147,7 +151,7 @@ def run_ablation(base_config, cache_dir: os.PathLike | str, stage1_model_dir: os
                     shutil.rmtree(model.stage(2).root)
                 shutil.copytree(source.stage(2).root, model.stage(2).root)
                 df = validate_model(model.root, manifest, split=split, device=device, tolerance_mm=tolerance_mm,
-                                    overlap=overlap)
+                                    overlap=overlap, max_cases=max_cases)
                 df.insert(0, "seed", seed)
                 df.insert(0, "variant", variant)
                 df["train_seconds"], df["stage2"] = 0.0, "reused"
@@ -156,7 +160,7 @@ def run_ablation(base_config, cache_dir: os.PathLike | str, stage1_model_dir: os
                 log(f"ablation {variant} seed {seed}: {_scores(df)} (stage 2 of {source.root} reused)")
                 continue
             jobs.append((variant, seed, cfg.to_dict(), str(cache_dir), str(model.root), str(manifest), split, device,
-                         tolerance_mm, overlap, str(done)))
+                         tolerance_mm, overlap, max_cases, str(done)))
     for job, rows in zip(jobs, run_jobs(_ablation_job, jobs, workers=workers, threads=threads)):
         results[job[0], job[1]] = rows
         df = pd.DataFrame(rows)

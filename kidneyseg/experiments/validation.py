@@ -25,6 +25,8 @@ import pandas as pd
 import torch
 
 from ..errors import ensure_output_dir, fail
+from ..resources import record
+from ..runtime import resolve_device
 
 #: Columns of the per-case tables (KiTS19; KiTS23's are ``get_protocol("kits23").columns``).
 METRIC_COLUMNS = ("kidney_dice", "tumor_dice", "mean_dice", "kidney_surface_dice", "tumor_surface_dice",
@@ -47,11 +49,18 @@ def results_protocol(results: pd.DataFrame):
     return kits23 if all(c in results.columns for c in kits23.dice_columns) else get_protocol("kits19")
 
 
-def split_cases(manifest: os.PathLike | str, split: str = "val") -> list[tuple[str, Path, Path]]:
-    """``(case_id, image_path, label_path)`` of the manifest's ``split`` cases that have both files."""
-    from ..data.manifest import case_paths, read_manifest, select_cases
+def split_cases(manifest: os.PathLike | str, split: str = "val",
+                max_cases: int | None = None) -> list[tuple[str, Path, Path]]:
+    """``(case_id, image_path, label_path)`` of the manifest's ``split`` cases that have both files.
+
+    ``max_cases``: at most that many, spread over the case sizes with the largest always among them
+    (:func:`kidneyseg.data.manifest.spread_by_size`; ``None`` or 0: all).
+    """
+    from ..data.manifest import case_paths, read_manifest, select_cases, spread_by_size
 
     df = select_cases(read_manifest(manifest), split)
+    df = df[df["has_image"].astype(bool) & df["has_label"].astype(bool)]
+    df = spread_by_size(df, max_cases)
     out = []
     for _, row in df.iterrows():
         img, lab = case_paths(row, manifest)
@@ -62,8 +71,17 @@ def split_cases(manifest: os.PathLike | str, split: str = "val") -> list[tuple[s
     return out
 
 
-def _evaluate_cases(cases, predict, pred_dir: Path | None, tolerance_mm: float | None, protocol) -> pd.DataFrame:
-    """Run ``predict(volume, case_id) -> (labels, timings)`` on each case and score it with ``protocol``."""
+def _evaluate_cases(cases, predict, pred_dir: Path | None, tolerance_mm: float | None, protocol,
+                    step: str = "predict") -> pd.DataFrame:
+    """Run ``predict(volume, case_id) -> (labels, timings)`` on each case and score it with ``protocol``
+    (recorded as ``step`` in the run's ``resources.json``, :mod:`kidneyseg.resources`)."""
+    with record(step, pred_dir) as rec:
+        df = _evaluate_each(cases, predict, pred_dir, tolerance_mm, protocol)
+        rec.details.update(cases=len(df), seconds_per_case=dict(zip(df["case_id"], df["seconds_total"])))
+    return df
+
+
+def _evaluate_each(cases, predict, pred_dir: Path | None, tolerance_mm: float | None, protocol) -> pd.DataFrame:
     from ..io import load_volume, save_like
 
     protocol.tolerance(tolerance_mm)
@@ -86,7 +104,7 @@ def _evaluate_cases(cases, predict, pred_dir: Path | None, tolerance_mm: float |
 def validate_model(model_dir: os.PathLike | str, manifest: os.PathLike | str, split: str = "val",
                    pred_dir: os.PathLike | str | None = None, device: str = "cpu", overlap: float = 0.5,
                    tta: bool = False, tolerance_mm: float | None = None, postprocess: str | None = None,
-                   batch_size: int = 2) -> pd.DataFrame:
+                   batch_size: int = 2, max_cases: int | None = None) -> pd.DataFrame:
     """Predict the split's cases with a cascade model and score them (one row per case), with the
     evaluation protocol of the model's dataset.
 
@@ -98,6 +116,8 @@ def validate_model(model_dir: os.PathLike | str, manifest: os.PathLike | str, sp
         batch_size: sliding windows per network call. 2 rather than 1: on a CPU, torch runs a
             batch of one through its slow native convolution when the network's first stage is
             narrow (8 features; measured 3x slower per case), and the labels are the same.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        max_cases: predict at most this many cases (see :func:`split_cases`).
 
     Returns:
         DataFrame with ``case_id``, the protocol's columns (KiTS19: :data:`METRIC_COLUMNS`) and
@@ -114,12 +134,13 @@ def validate_model(model_dir: os.PathLike | str, manifest: os.PathLike | str, sp
         return predict_volume(volume, model, overlap=overlap, tta=tta, batch_size=batch_size, progress=False,
                               case_id=case_id)
 
-    return _evaluate_cases(split_cases(manifest, split), predict, pred_dir, tolerance_mm, get_protocol(model.dataset))
+    return _evaluate_cases(split_cases(manifest, split, max_cases), predict, pred_dir, tolerance_mm,
+                           get_protocol(model.dataset))
 
 
 def choose_postprocessing(model_dir: os.PathLike | str, raw_pred_dir: os.PathLike | str,
                           manifest: os.PathLike | str, split: str = "val",
-                          out_dir: os.PathLike | str | None = None) -> tuple[str, dict]:
+                          out_dir: os.PathLike | str | None = None, max_cases: int | None = None) -> tuple[str, dict]:
     """:func:`kidneyseg.evaluate.postprocess_choice.choose_postprocessing` against the manifest's
     ``split`` labels: compare the strategies on raw predictions, store the best in
     ``MODEL_DIR/postprocess.json``, optionally write the post-processed maps to ``out_dir``.
@@ -129,26 +150,30 @@ def choose_postprocessing(model_dir: os.PathLike | str, raw_pred_dir: os.PathLik
     """
     from ..evaluate.postprocess_choice import choose_postprocessing as choose
 
-    refs = {case_id: lab for case_id, _, lab in split_cases(manifest, split)}
+    refs = {case_id: lab for case_id, _, lab in split_cases(manifest, split, max_cases)}
     missing = [c for c in refs if not (Path(raw_pred_dir) / f"{c}.nii.gz").exists()]
     if missing:
         raise fail(Path(raw_pred_dir) / f"{missing[0]}.nii.gz",
                    "raw prediction missing; run validate_model(..., postprocess='none') first")
-    return choose(model_dir, raw_pred_dir, refs, out_dir=out_dir)
+    with record("choose postprocessing", out_dir) as rec:
+        rec.details["cases"] = len(refs)
+        return choose(model_dir, raw_pred_dir, refs, out_dir=out_dir)
 
 
 def evaluate_predictions(pred_dir: os.PathLike | str, manifest: os.PathLike | str, split: str = "val",
-                         tolerance_mm: float | None = None) -> list[dict]:
+                         tolerance_mm: float | None = None, max_cases: int | None = None) -> list[dict]:
     """Per-case metric rows (the ``kidneyseg evaluate`` rows, with ``protocol``) of
     ``pred_dir/<case_id>.nii.gz`` against the manifest's labels of ``split``, with the protocol of
-    the manifest's dataset."""
+    the manifest's dataset (``max_cases``: see :func:`split_cases`)."""
     from ..evaluate.report import evaluate_pair
 
     proto = manifest_protocol(manifest)
     rows = []
-    for case_id, _, lab_path in split_cases(manifest, split):
-        rows.append({**evaluate_pair(Path(pred_dir) / f"{case_id}.nii.gz", lab_path, tolerance_mm, case_id=case_id,
-                                     protocol=proto), "protocol": proto.name})
+    with record("evaluate") as rec:
+        for case_id, _, lab_path in split_cases(manifest, split, max_cases):
+            rows.append({**evaluate_pair(Path(pred_dir) / f"{case_id}.nii.gz", lab_path, tolerance_mm, case_id=case_id,
+                                         protocol=proto), "protocol": proto.name})
+        rec.details["cases"] = len(rows)
     return rows
 
 
@@ -164,13 +189,21 @@ def single_stage_plan(plan_path: os.PathLike | str, out_path: os.PathLike | str)
 
 
 def train_single_stage(config, manifest: os.PathLike | str, plan_path: os.PathLike | str,
-                       work_dir: os.PathLike | str, device: str = "cpu") -> Path:
+                       work_dir: os.PathLike | str, device: str = "cpu", max_train_cases: int | None = None,
+                       max_val_cases: int | None = None, workers: int = 1) -> Path:
     """Train one network on whole volumes at the target spacing; returns its model folder.
 
     ``config`` is a stage-1 :class:`~kidneyseg.train.config.TrainConfig` (1 input channel). The
     cache is built with :func:`single_stage_plan` (stage 1 at the fine spacing) and resumes like
     any cache; a killed training resumes from its last checkpoint.
+
+    Its cache holds whole volumes at the fine spacing: about twice the voxels of the original CTs on
+    KiTS19 (23.2 G voxels for the 209 cases, 70 GB as float16; docs/full_scale.md).
+    ``max_train_cases`` / ``max_val_cases`` cap it to that many cases of each split, spread over the
+    case sizes (:func:`kidneyseg.data.manifest.spread_by_size`; ``None`` or 0: all), for runs whose
+    work is capped anyway (the ``rehearsal`` profile); ``workers``: preprocessing processes.
     """
+    from ..data.manifest import read_manifest, select_cases, spread_by_size
     from ..model.folder import ModelFolder
     from ..preprocess.cache import preprocess_dataset
     from ..train.stage import train_stage
@@ -178,16 +211,23 @@ def train_single_stage(config, manifest: os.PathLike | str, plan_path: os.PathLi
     work = ensure_output_dir(work_dir)
     plan = single_stage_plan(plan_path, work / "plan_single_stage.json")
     cache = work / "cache"
-    preprocess_dataset(manifest, plan, cache, stages=(1,), progress=False)
+    cases = None
+    if max_train_cases or max_val_cases:
+        df = read_manifest(manifest)
+        cases = [c for split, n in (("train", max_train_cases), ("val", max_val_cases))
+                 for c in spread_by_size(select_cases(df, split), n)["case_id"]]
+    preprocess_dataset(manifest, plan, cache, stages=(1,), progress=False, cases=cases, workers=workers)
     model = ModelFolder(work / "model")
-    train_stage(config, cache, model.root, device=device, resume=model.stage(1).checkpoint_last.exists())
+    train_stage(config, cache, model.root, device=resolve_device(device).type,
+                resume=model.stage(1).checkpoint_last.exists())
     return model.root
 
 
 def validate_single_stage(model_dir: os.PathLike | str, manifest: os.PathLike | str, split: str = "val",
                           pred_dir: os.PathLike | str | None = None, device: str = "cpu",
                           overlap: float = 0.5, tolerance_mm: float | None = None,
-                          postprocess: str | None = "anatomy", batch_size: int = 2) -> pd.DataFrame:
+                          postprocess: str | None = "anatomy", batch_size: int = 2,
+                          max_cases: int | None = None) -> pd.DataFrame:
     """Score the single-stage baseline: the case preprocessed exactly as its training cache was
     (:func:`~kidneyseg.preprocess.case.preprocess_case`, stage 1 of the single-stage plan: the
     whole volume at the target spacing), sliding window, labels back to the input grid with the one
@@ -200,10 +240,13 @@ def validate_single_stage(model_dir: os.PathLike | str, manifest: os.PathLike | 
     from ..infer.sliding_window import sliding_window_predict
     from ..model.folder import ModelFolder, load_stage
     from ..preprocess.case import paste_label_back, preprocess_case
+    from ..runtime import resolve_runtime
 
+    device = resolve_device(device)
     folder = ModelFolder(model_dir).require(stages=(1,))
     plan = folder.load_plan()
-    net, spec = load_stage(folder.stage(1), device=device)
+    runtime = resolve_runtime(device, "auto")  # the cascade's precision and layout: a like-for-like comparison
+    net, spec = load_stage(folder.stage(1), device=runtime)
     name, opts = load_choice(folder) if postprocess is None else (postprocess, {})
     if pred_dir is not None:
         pred_dir = ensure_output_dir(pred_dir)
@@ -211,13 +254,14 @@ def validate_single_stage(model_dir: os.PathLike | str, manifest: os.PathLike | 
     def predict(volume, case_id):
         t0 = time.perf_counter()
         x, _, props = preprocess_case(volume.array, None, volume.spacing, plan, 1, case_id=case_id)
-        res = sliding_window_predict(torch.from_numpy(x)[None], net, spec.patch_size, overlap=overlap, device=device,
-                                     output=spec.output, batch_size=batch_size)
+        res = sliding_window_predict(torch.from_numpy(x)[None], net, spec.patch_size, overlap=overlap,
+                                     device=runtime, output=spec.output, batch_size=batch_size)
         labels = apply_postprocess(paste_label_back(res.labels, props), volume.spacing, name, dataset=plan.dataset,
                                    **opts)
         return labels, {"single_stage": time.perf_counter() - t0}
 
-    return _evaluate_cases(split_cases(manifest, split), predict, pred_dir, tolerance_mm, get_protocol(plan.dataset))
+    return _evaluate_cases(split_cases(manifest, split, max_cases), predict, pred_dir, tolerance_mm,
+                           get_protocol(plan.dataset), step="predict single stage")
 
 
 def untrained_copy(model_dir: os.PathLike | str, out_dir: os.PathLike | str, seed: int = 0) -> Path:

@@ -20,7 +20,8 @@ def register(subparsers) -> None:
                         "(<case_id>.<ext>); required unless --list-series")
     p.add_argument("--model", help="model folder (plan.json, stage1/, stage2/, postprocess.json); "
                                    "required unless --list-series")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the networks run")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
+                   help="where the networks run (auto: cuda when a GPU is visible)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="network precision: auto (default) = bf16 where the CPU (AMX, AVX-512 BF16) or GPU runs it "
                         "natively, fp16 on older GPUs, fp32 otherwise; accumulation and post-processing stay fp32")
@@ -54,6 +55,7 @@ def register(subparsers) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     from ..errors import KidneysegError
+    from ..resources import record
     from .predict import predict_path
 
     if args.list_series:
@@ -62,12 +64,13 @@ def run_predict(args: argparse.Namespace) -> int:
     if missing:
         raise KidneysegError(f"predict needs {' and '.join(missing)} (only --list-series runs without them)")
     try:
-        predict_path(args.input, args.output, args.model, device=args.device, tta=args.tta, shard=args.shard,
-                     overlap=args.overlap, batch_size=args.batch_size, overwrite=args.overwrite,
-                     postprocess_name=args.postprocess, progress=not args.no_progress,
-                     body_crop=not args.no_body_crop, fmt=args.format, statistics=args.statistics,
-                     preview=args.preview, save_probabilities=args.save_probabilities, series=args.series,
-                     precision=args.precision)
+        with record("predict", args.output):  # a row in $KIDNEYSEG_RESOURCES/resources.json when set
+            predict_path(args.input, args.output, args.model, device=args.device, tta=args.tta, shard=args.shard,
+                         overlap=args.overlap, batch_size=args.batch_size, overwrite=args.overwrite,
+                         postprocess_name=args.postprocess, progress=not args.no_progress,
+                         body_crop=not args.no_body_crop, fmt=args.format, statistics=args.statistics,
+                         preview=args.preview, save_probabilities=args.save_probabilities, series=args.series,
+                         precision=args.precision)
     except ValueError as exc:  # argument errors (overlap, shard, strategy) as one line
         if isinstance(exc, KidneysegError):
             raise

@@ -183,8 +183,11 @@ def predict_path(input_path: os.PathLike | str, output: os.PathLike | str, model
         One dict per case: ``case_id``, ``output``, ``status`` (``"done"`` or ``"skipped"``), the
         sidecar paths, timings.
     """
-    from ..io import load_volume
+    from ..io import load_volume, read_header
+    from ..io.nifti import is_nifti_name
     from ..measure.statistics import case_statistics
+    from ..runtime import ram_budget_bytes
+    from .memory import check_predict_memory
 
     options = OutputOptions(fmt, statistics, preview, save_probabilities)
     check_overlap(overlap)
@@ -214,6 +217,9 @@ def predict_path(input_path: os.PathLike | str, output: os.PathLike | str, model
         if model is None:
             model = CascadeModel.load(model_dir, device, postprocess_name, precision=precision)
             log(model.runtime.describe())
+        if path.is_file() and is_nifti_name(path):  # a NIfTI CT too large for the RAM budget: refused unread
+            head = read_header(path)
+            check_predict_memory(path, head.shape, head.spacing, model, ram_budget_bytes())
         t0 = time.perf_counter()
         vol = load_volume(path, kind="image", series_uid=series)
         t_load = time.perf_counter() - t0

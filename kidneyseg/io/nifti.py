@@ -77,14 +77,20 @@ class HeaderInfo:
     dtype: str
 
 
-def read_header(path: os.PathLike | str) -> HeaderInfo:
-    """Shape and spacing of a NIfTI file in canonical (z, y, x) order, from its header only."""
-    path = Path(path)
+def _open_checked(path: Path):
+    """The opened NIfTI image, its spatial shape and its checked affine (one-line errors otherwise)."""
     check_exists(path)
     img = _open_nifti(path)
     shape = spatial_shape(path, tuple(int(s) for s in img.shape))
     affine = np.asarray(img.affine, float)
     check_affine(path, affine)
+    return img, shape, affine
+
+
+def read_header(path: os.PathLike | str) -> HeaderInfo:
+    """Shape and spacing of a NIfTI file in canonical (z, y, x) order, from its header only."""
+    path = Path(path)
+    img, shape, affine = _open_checked(path)
     ornt = orientation_to_canonical(affine)
     canon_shape = tuple(int(s) for s in nio.apply_orientation(np.empty(shape, dtype=np.bool_), ornt).shape)
     canon_affine = affine @ nio.inv_ornt_aff(ornt, shape)
@@ -95,11 +101,7 @@ def read_header(path: os.PathLike | str) -> HeaderInfo:
 def load_nifti(path: os.PathLike | str, kind: Kind = "image", label_values: Sequence[int] = LABEL_VALUES) -> Volume:
     """Read a ``.nii``/``.nii.gz`` file into a canonical :class:`Volume` (see :func:`kidneyseg.io.load_volume`)."""
     path = Path(path)
-    check_exists(path)
-    img = _open_nifti(path)
-    shape = spatial_shape(path, tuple(int(s) for s in img.shape))
-    affine = np.asarray(img.affine, float)
-    check_affine(path, affine)
+    img, shape, affine = _open_checked(path)
     try:
         # scl_slope/inter can push stored values past float32 (-> Inf); reported below as one error
         with np.errstate(over="ignore", invalid="ignore"), _quiet_nibabel():

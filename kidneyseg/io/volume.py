@@ -117,6 +117,26 @@ def orientation_to_canonical(affine: np.ndarray) -> np.ndarray:
     return nio.ornt_transform(nio.io_orientation(affine), nio.axcodes2ornt(CANONICAL_AXCODES))
 
 
+def c_order(array: np.ndarray, tile: int = 64) -> np.ndarray:
+    """``array`` as a C-contiguous copy (itself when it already is one), copied in ``tile``-sized cubes.
+
+    NIfTI stores the first axis fastest, so nibabel hands out Fortran-ordered arrays: turning a
+    1059 x 512 x 512 CT into the canonical C order is a full transpose. ``np.ascontiguousarray``
+    walks it element by element across the whole volume (cache-hostile: 6.0 s of CPU for a
+    611 x 512 x 512 float32 CT); copying 64^3 cubes keeps both sides in cache (0.5 s, measured in
+    docs/full_scale.md). Same values, any strides (flips and permutations included).
+    """
+    if array.flags.c_contiguous or array.ndim != 3:
+        return np.ascontiguousarray(array)
+    out = np.empty(array.shape, array.dtype)
+    nz, ny, nx = array.shape
+    for z in range(0, nz, tile):
+        for y in range(0, ny, tile):
+            for x in range(0, nx, tile):
+                out[z:z + tile, y:y + tile, x:x + tile] = array[z:z + tile, y:y + tile, x:x + tile]
+    return out
+
+
 def to_canonical(array: np.ndarray, affine: np.ndarray, path: str = "<array>", header=None,
                  format: str = "nifti", dicom=None) -> Volume:
     """Permute/flip a file-layout array into the canonical layout; keep what undoes it."""
@@ -125,7 +145,7 @@ def to_canonical(array: np.ndarray, affine: np.ndarray, path: str = "<array>", h
     canon_affine = affine @ nio.inv_ornt_aff(ornt, array.shape)
     src = SourceGeometry(str(path), tuple(array.shape), np.asarray(affine, float).copy(), ornt, header,
                          format, dicom)
-    return Volume(np.ascontiguousarray(canon), canon_affine, src)
+    return Volume(c_order(canon), canon_affine, src)
 
 
 def from_canonical(array: np.ndarray, source: SourceGeometry) -> np.ndarray:
@@ -194,6 +214,13 @@ def check_label_values(path, array: np.ndarray, label_values: Sequence[int] = LA
         if not np.array_equal(rounded, array):
             raise fail(path, f"label map has non-integer (float) values; expected {valid}")
         array = rounded
+    values = sorted({int(v) for v in label_values})
+    if np.issubdtype(array.dtype, np.integer) and array.size and values == list(range(values[0], values[-1] + 1)):
+        # the valid values are a run of integers: two O(n) passes instead of np.unique's sort
+        # (2.5 s of CPU on a 160 M-voxel label map)
+        lo, hi = int(array.min()), int(array.max())
+        if lo >= values[0] and hi <= values[-1]:
+            return array.astype(np.uint8, copy=False)
     present = np.unique(array)
     bad = [v for v in present.tolist() if v not in tuple(label_values)]
     if bad:
@@ -241,6 +268,6 @@ def new_volume(array: np.ndarray, spacing: tuple[float, float, float]) -> Volume
 
 __all__ = [
     "CANONICAL_AXCODES", "LABEL_VALUES", "Kind", "OBLIQUE_WARN_DEGREES", "SourceGeometry", "Volume",
-    "affine_from_spacing", "check_affine", "check_image_values", "check_label_values", "checked_array",
+    "affine_from_spacing", "c_order", "check_affine", "check_image_values", "check_label_values", "checked_array",
     "from_canonical", "new_volume", "obliquity_degrees", "spacing_from_affine", "to_canonical",
 ]

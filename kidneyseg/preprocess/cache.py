@@ -5,11 +5,19 @@ Layout (``CACHE`` = the ``--out`` folder of ``kidneyseg preprocess``)::
     CACHE/cache.json                     plan hash, format version, skipped cases
     CACHE/plan.json                      the plan the cache was built with
     CACHE/manifest.csv                   case_id, split, excluded (from the source manifest)
-    CACHE/stage1/<case_id>/image.npy     float32 (z, y, x), normalised, whole volume at stage1_spacing
+    CACHE/stage1/<case_id>/image.npy     float16 (z, y, x), normalised, whole volume at stage1_spacing
+                                         (the plan's ``image_dtype``; float32 when the plan says so)
     CACHE/stage1/<case_id>/label.npy     uint8 (z, y, x)
     CACHE/stage1/<case_id>/properties.json
     CACHE/stage2/<case_id>/...           the fixed-size ROI box at target_spacing, centred on the
                                          ground-truth foreground
+
+Why float16 images: the 209 usable KiTS19 cases hold 1.49 G stage-1 voxels and 5.11 G stage-2 voxels
+(the fixed box with its 10 mm margin at 1.0 x 0.78 x 0.78 mm): 33 GB as float32 images + uint8 labels,
+20 GB as float16 + uint8 (docs/full_scale.md). The network gets float32 either way, and inference
+rounds its input the same way (:func:`~kidneyseg.preprocess.case.preprocess_case`), so training and
+inference still see identical numbers. The arrays stay plain, uncompressed ``.npy`` so that training
+memory-maps them and reads only the patches it draws.
 
 ``properties.json`` is written last and marks a complete case; every file is written atomically, so
 a killed run leaves complete cases and no half-written file, and the next run resumes.
@@ -30,7 +38,7 @@ Rules (what happens when):
 >>> from kidneyseg.preprocess.cache import list_cases, load_case   # doctest: +SKIP
 >>> case = load_case("cache", "case_00000", stage=2)                  # doctest: +SKIP
 >>> case.image.shape, case.image.dtype, case.label.dtype              # doctest: +SKIP
-((236, 240, 395), dtype('float32'), dtype('uint8'))
+((236, 240, 395), dtype('float16'), dtype('uint8'))
 """
 
 from __future__ import annotations
@@ -48,10 +56,14 @@ import numpy as np
 from ..data.datasets import get_dataset
 from ..data.manifest import manifest_dataset
 from ..errors import KidneysegError, atomic_path, ensure_output_dir, fail, read_json, write_text_atomic
+from ..resources import record
+from ..runtime import ram_budget_bytes
 from .case import STAGES, CaseProperties, preprocess_case
+from .memory import check_memory
 from .plan import Plan
 
-CACHE_FORMAT = 2
+#: 3: images stored in the plan's ``image_dtype`` (float16 by default; 2 was float32 always).
+CACHE_FORMAT = 3
 
 
 @dataclass
@@ -61,7 +73,8 @@ class CachedCase:
     Attributes:
         case_id: the manifest's case id.
         stage: 1 or 2.
-        image: float32 (z, y, x), normalised (memory-mapped when loaded with ``mmap=True``).
+        image: (z, y, x) normalised, in the plan's ``image_dtype`` (float16 by default; memory-mapped
+            when loaded with ``mmap=True``).
         label: uint8 (z, y, x), values 0 background, 1 kidney, 2 tumor.
         properties: geometry and provenance (:class:`~kidneyseg.preprocess.case.CaseProperties`).
     """
@@ -177,10 +190,14 @@ def _up_to_date(d: Path, plan_hash: str, sources: dict) -> bool:
 
 def _process_case(task: dict) -> dict:
     """Worker: preprocess one case for the requested stages. Returns messages and status."""
+    import time
+
     import torch
 
     torch.set_num_threads(task["threads"])
     from ..io import load_volume
+
+    t0 = time.perf_counter()
 
     plan = Plan.from_dict(task["plan"])
     cache_dir, case_id = Path(task["cache"]), task["case_id"]
@@ -219,18 +236,24 @@ def _process_case(task: dict) -> dict:
             result["warnings"].append(
                 f"{case_id}: the {tuple(round(b) for b in plan.box_size_mm)} mm box reaches outside the "
                 f"{tuple(round(e) for e in ext)} mm volume; padded (image: clip_low_hu, label: 0)")
-        _save_npy(d / "image.npy", image.astype(np.float32, copy=False))
+        _save_npy(d / "image.npy", image.astype(plan.image_dtype, copy=False))
         _save_npy(d / "label.npy", label.astype(np.uint8, copy=False))
         write_text_atomic(d / "properties.json", json.dumps(props.to_dict(), indent=1))
         result["done"].append(st)
+    result["seconds"] = round(time.perf_counter() - t0, 2)
     return result
 
 
-def _cases_from_manifest(manifest_path: Path):
+def _cases_from_manifest(manifest_path: Path, only: Sequence[str] | None = None):
     from ..data.manifest import case_paths, read_manifest
 
     df = read_manifest(manifest_path)
     use = df[~df["excluded"].astype(bool)]
+    if only is not None:
+        unknown = sorted(set(only) - set(use["case_id"]))
+        if unknown:
+            raise fail(manifest_path, f"cases {unknown[:5]} are not usable cases of this manifest (missing or excluded)")
+        use = use[use["case_id"].isin(set(only))]
     if len(use) == 0:
         raise fail(manifest_path, "no case left after removing excluded rows")
     if not use["has_image"].astype(bool).any():
@@ -249,7 +272,7 @@ def _cases_from_manifest(manifest_path: Path):
 
 def preprocess_dataset(manifest: str | os.PathLike, plan: Plan | str | os.PathLike, out: str | os.PathLike,
                        workers: int = 1, force: bool = False, stages: Sequence[int] = STAGES,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, cases: Sequence[str] | None = None) -> dict:
     """Build or update a cache from a manifest (what ``kidneyseg preprocess`` runs).
 
     Args:
@@ -261,15 +284,24 @@ def preprocess_dataset(manifest: str | os.PathLike, plan: Plan | str | os.PathLi
         force: rebuild every case, and accept a plan that differs from the cache's.
         stages: which stages to build.
         progress: show a tqdm bar.
+        cases: only these case ids of the manifest (default: every usable case).
 
     Returns:
-        Summary dict: ``processed``, ``up_to_date``, ``skipped`` (case -> reason), ``warnings``.
+        Summary dict: ``processed``, ``up_to_date``, ``skipped`` (case -> reason), ``warnings``,
+        ``seconds`` (case -> seconds it took, processed cases).
+
+    With ``$KIDNEYSEG_RESOURCES`` set (the pipeline sets it), the run is recorded as the step
+    ``preprocess`` of the run folder's ``resources.json`` (:mod:`kidneyseg.resources`).
+
+    Before any work, the memory each case needs is estimated from the manifest's shapes
+    (:func:`kidneyseg.preprocess.memory.case_memory_bytes`): a case that cannot fit the RAM budget
+    (:func:`kidneyseg.runtime.ram_budget_bytes`) is refused with the GiB it needs, and fewer workers
+    run when the largest cases would not fit side by side.
 
     Raises:
-        KidneysegError: changed plan without ``force``, no images, a case that fails to read.
+        KidneysegError: changed plan without ``force``, no images, a case that fails to read, a case
+        too large for the RAM budget.
     """
-    from tqdm.auto import tqdm
-
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers!r}")
     for st in stages:
@@ -279,11 +311,28 @@ def preprocess_dataset(manifest: str | os.PathLike, plan: Plan | str | os.PathLi
     if 2 in stages:
         plan.require_box()
     manifest = Path(manifest)
-    df, cases, missing = _cases_from_manifest(manifest)
+    df, cases, missing = _cases_from_manifest(manifest, cases)
     if manifest_dataset(df).name != plan.dataset:
         raise fail(manifest, f"holds {manifest_dataset(df).name} cases but the plan was fitted on {plan.dataset}; "
                              "fit a plan on this manifest (`kidneyseg plan`)")
+    workers = check_memory(df, cases, plan, stages, workers, ram_budget_bytes())  # before any work
     out = ensure_output_dir(out)
+    with record("preprocess", out) as rec:
+        summary = _run(df, cases, missing, manifest, plan, out, workers, force, stages, progress)
+        rec.details.update(cases=len(cases), workers=workers, stages=list(stages),
+                           processed=len(summary["processed"]), seconds_per_case=summary["seconds"])
+    return summary
+
+
+def _shape_of(df, case_id: str) -> int:
+    row = df[df["case_id"] == case_id]
+    return int(row["shape_z"].iloc[0] * row["shape_y"].iloc[0] * row["shape_x"].iloc[0]) if len(row) else 0
+
+
+def _run(df, cases, missing, manifest: Path, plan: Plan, out: Path, workers: int, force: bool,
+         stages: Sequence[int], progress: bool) -> dict:
+    from tqdm.auto import tqdm
+
     meta_path = out / "cache.json"
     meta = _read_json(meta_path) if meta_path.is_file() else {}
     old = meta.get("plan_hash")
@@ -299,13 +348,17 @@ def preprocess_dataset(manifest: str | os.PathLike, plan: Plan | str | os.PathLi
         df[cols].to_csv(tmp, index=False)
     messages = [f"{c}: no image or label file; skipped" for c in missing]
     threads = max(1, 2 // workers)
+    # largest cases first, so parallel workers finish together (the order never changes a byte)
+    cases = sorted(cases, key=lambda c: -_shape_of(df, c[0]))
     tasks = [{"plan": plan.to_dict(), "cache": str(out), "case_id": c, "image": str(i), "label": str(l),
               "stages": list(stages), "force": force, "threads": threads} for c, i, l in cases]
-    summary = {"processed": [], "up_to_date": [], "skipped": {}, "warnings": messages}
+    summary = {"processed": [], "up_to_date": [], "skipped": {}, "warnings": messages, "seconds": {}}
     errors = []
 
     def collect(r):
         (summary["up_to_date"] if r["up_to_date"] else summary["processed"]).append(r["case_id"])
+        if not r["up_to_date"]:
+            summary["seconds"][r["case_id"]] = r["seconds"]
         for st, why in r["skipped"].items():
             summary["skipped"][f"{r['case_id']}/stage{st}"] = why
         summary["warnings"].extend(r["warnings"])

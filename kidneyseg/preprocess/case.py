@@ -70,6 +70,8 @@ class CaseProperties:
         sources, original_affine: the cache's provenance (source file signatures, the canonical
             affine); ``None`` outside the cache.
         skipped: why the cache holds no arrays for this case and stage (``None``: it does).
+        image_min: the smallest value of the stage image (what patches leaving the volume are
+            padded with in training), so a sampler need not read the whole image.
     """
 
     case_id: str
@@ -91,6 +93,7 @@ class CaseProperties:
     sources: dict[str, Any] | None = None
     original_affine: list[list[float]] | None = None
     skipped: str | None = None
+    image_min: float | None = None
 
     def inside_slices(self) -> tuple[slice, slice, slice]:
         """:attr:`inside` as slices of the stage array."""
@@ -166,7 +169,8 @@ def preprocess_case(image: np.ndarray, label: np.ndarray | None, spacing: Sequen
 
     Returns:
         ``(image float32, label uint8 | None, properties)``; padding outside the volume is the
-        plan's normalised ``clip_low_hu`` in the image and 0 in the label.
+        plan's normalised ``clip_low_hu`` in the image and 0 in the label. The image values are
+        rounded to ``plan.image_dtype`` (float16 by default: exactly what the cache stores).
 
     Raises:
         KidneysegError: stage 2 without a centre and with an empty (or missing) label.
@@ -209,14 +213,20 @@ def preprocess_case(image: np.ndarray, label: np.ndarray | None, spacing: Sequen
         out_img[outside] = (plan.clip_low_hu - plan.mean_hu) / plan.std_hu
         if out_lab is not None:
             out_lab[outside] = 0
+    if plan.image_dtype != "float32":  # the cache's precision, so training and inference see the same numbers
+        out_img[...] = out_img.astype(plan.image_dtype)
     props = CaseProperties(
         case_id=case_id, stage=stage, plan_hash=plan.hash(), original_shape=shape, original_spacing=spacing,
         maps=tuple(maps), separate_axis=sep, resampled_shape=tuple(out_img.shape),
         resampled_spacing=tuple(m.step * s for m, s in zip(maps, spacing)), inside=inside, padded=padded,
-        crop=crop, label_voxels=None if out_lab is None else [int(v) for v in np.bincount(out_lab.ravel(),
-                                                                                         minlength=n_classes)],
-        **box)
+        crop=crop, label_voxels=None if out_lab is None else _label_counts(out_lab, n_classes),
+        image_min=float(out_img.min()) if out_img.size else None, **box)
     return out_img, out_lab, props
+
+
+def _label_counts(label: np.ndarray, n_classes: int) -> list[int]:
+    """Voxels of each value ``0 .. n_classes - 1`` (no int64 copy of the map, unlike ``np.bincount``)."""
+    return [int(np.count_nonzero(label == v)) for v in range(n_classes)]
 
 
 def paste_label_back(label: np.ndarray, properties: CaseProperties) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import fail
+from ..resources import record
 from .intensity import fit_intensity, foreground_samples
 from .plan import DEFAULT_STAGE1_SPACING, DEFAULT_TARGET_SPACING, Plan
 from .roi import bbox, extent_mm, fit_box_size, kidney_boxes
@@ -96,15 +97,17 @@ def fit_plan(manifest_path: str | os.PathLike, target_spacing: Sequence[float] |
         raise fail(manifest_path, f"no training case has a CT image (has_image is false for all {len(tasks)}); "
                                   "the intensity statistics need the images (the box size alone needs only labels)")
     results = []
-    if workers <= 1:
-        for t in tqdm(tasks, desc="plan", unit="case", disable=not progress):
-            results.append(_case_task(t))
-    else:
-        from concurrent.futures import ProcessPoolExecutor
+    with record("plan") as rec:  # reading every training CT is the plan's cost
+        rec.details.update(cases=len(tasks), workers=workers)
+        if workers <= 1:
+            for t in tqdm(tasks, desc="plan", unit="case", disable=not progress):
+                results.append(_case_task(t))
+        else:
+            from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(tqdm(pool.map(_case_task, tasks), total=len(tasks), desc="plan", unit="case",
-                                disable=not progress))
+            with ProcessPoolExecutor(workers) as pool:
+                results = list(tqdm(pool.map(_case_task, tasks), total=len(tasks), desc="plan", unit="case",
+                                    disable=not progress))
     results.sort(key=lambda r: r[0])
     extents = [r[1] for r in results if r[1] is not None]
     empty = [r[0] for r in results if r[1] is None]

@@ -28,12 +28,13 @@ import torch
 
 from ..errors import ensure_output_dir, fail
 from ..model.folder import ModelFolder
-from ..runtime import resolve_runtime
+from ..resources import record
+from ..runtime import ram_budget_bytes, resolve_device, resolve_runtime
 from .config import TrainConfig
 from .distributed import cleanup_distributed, init_distributed
 from .trainer import Trainer
 
-__all__ = ["resolve_dataset", "train_stage"]
+__all__ = ["memory_check", "resolve_dataset", "train_stage"]
 
 
 def _copy_plan(cache_dir: Path, folder: ModelFolder) -> None:
@@ -73,7 +74,8 @@ def resolve_dataset(config: TrainConfig, cache_dir: os.PathLike | str) -> TrainC
 def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os.PathLike | str, *,
                 resume: bool = False, extend_epochs: int | None = None, device: str = "cpu",
                 full_validation: Callable | None = None, hooks: Sequence[Any] = (),
-                stop_after: int | None = None, num_workers: int = 1) -> list[dict[str, Any]]:
+                stop_after: int | None = None, num_workers: int = 1,
+                memory_budget_bytes: int | None = None) -> list[dict[str, Any]]:
     """Train ``config.stage`` on the cache's train split, validating on its val split.
 
     Args:
@@ -81,7 +83,10 @@ def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os
         cache_dir: the ``kidneyseg preprocess`` output folder.
         model_dir: the model folder; this writes ``model_dir/stage<N>/`` and ``model_dir/plan.json``.
         resume, extend_epochs, stop_after: see :meth:`kidneyseg.train.trainer.Trainer.fit`.
-        device: ``"cpu"`` or ``"cuda"`` (under torchrun each rank takes ``cuda:LOCAL_RANK``).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (under torchrun each rank takes ``cuda:LOCAL_RANK``).
+        memory_budget_bytes: memory one step may take (default: the GPU's, or the CPU RAM budget);
+            the step's memory plan is printed first and a step that cannot fit is refused
+            (:func:`memory_check`).
         full_validation: optional ``(model, epoch) -> dict`` (e.g. a
             whole-case evaluation) run every ``config.full_val_every`` epochs.
         num_workers: sampler threads.
@@ -89,22 +94,54 @@ def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os
     Returns:
         The metrics history, one dict per epoch.
     """
-    from ..preprocess.cache import list_cases, load_case  # lazily: preprocess is an earlier step
-    from .augment import augment_batch, sample_size_for
-    from .sampler import PatchSampler
-
     cache_dir, model_dir = Path(cache_dir), Path(model_dir)
     if not cache_dir.is_dir():
         raise fail(cache_dir, "no such cache folder (build it with `kidneyseg preprocess`)")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise fail(None, "--device cuda requested but CUDA is not available")
+    device = resolve_device(device).type  # "auto" -> cuda or cpu; under torchrun each rank takes its GPU
     # refuse an impossible precision (bf16 on a CPU without it) before anything is read
-    resolve_runtime("cuda" if device.startswith("cuda") else "cpu", config.precision, config.channels_last,
-                    training=True)
+    resolve_runtime(device, config.precision, config.channels_last, training=True)
     if not (cache_dir / "plan.json").is_file():  # checked before any case is loaded
         raise fail(cache_dir / "plan.json", "the cache has no plan.json (not a `kidneyseg preprocess` folder?); a "
                                             "model folder needs the plan its cache was built with")
     config = resolve_dataset(config, cache_dir)
+    plan = memory_check(config, device, budget_bytes=memory_budget_bytes)
+    with record(f"train stage {config.stage}", Path(model_dir) / f"stage{config.stage}") as rec:
+        rec.details.update(epochs=config.epochs, iterations_per_epoch=config.iterations_per_epoch,
+                           batch_size=config.batch_size, patch_size=list(config.patch_size),
+                           planned_step_gib=round(plan.total_bytes / 2 ** 30, 3))
+        return _train(config, cache_dir, model_dir, resume, extend_epochs, device, full_validation, hooks,
+                      stop_after, num_workers)
+
+
+def memory_check(config: TrainConfig, device: str, budget_bytes: int | None = None, log=print):
+    """Print the memory plan of one training step and refuse, before any work, one that cannot fit.
+
+    The budget is the GPU's total memory on CUDA, and on the CPU ``budget_bytes`` or
+    :func:`kidneyseg.runtime.ram_budget_bytes` (``$KIDNEYSEG_RAM_BUDGET_GIB``, else the RAM free now).
+
+    Returns:
+        the :class:`~kidneyseg.train.memory_plan.MemoryPlan`.
+    """
+    from .memory_plan import check_memory_plan, training_memory_plan
+
+    plan = training_memory_plan(config, device)
+    log(plan.table())
+    if device == "cuda":
+        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        budget, what = (budget_bytes or total), "the GPU's memory"
+    else:
+        budget, what = (budget_bytes or ram_budget_bytes()), "the RAM budget"
+    check_memory_plan(plan, int(budget), what)
+    return plan
+
+
+def _train(config: TrainConfig, cache_dir: Path, model_dir: Path, resume: bool, extend_epochs: int | None,
+           device: str, full_validation: Callable | None, hooks: Sequence[Any], stop_after: int | None,
+           num_workers: int) -> list[dict[str, Any]]:
+    from ..preprocess.cache import list_cases, load_case  # lazily: preprocess is an earlier step
+    from .augment import augment_batch, sample_size_for
+    from .sampler import PatchSampler
+
     info = init_distributed(device)
     dev = f"cuda:{info.local_rank}" if device.startswith("cuda") else "cpu"
     stage = config.stage
