@@ -3,6 +3,7 @@ configs and table, the post-processing choice wrapper, the untrained control."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -129,6 +130,86 @@ def test_untrained_copy_keeps_the_layout_and_resets_the_weights(tmp_path):
     b = load_checkpoint(out.stage(2).checkpoint_best)["model"]
     assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
     assert json.loads(out.stage(2).config.read_text())["stage"] == 2
+
+
+def _ablation_rows(per_variant: dict[str, list[float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"variant": v, "seed": s, "case_id": "a", "kidney_dice": 0.9, "tumor_dice": t}
+                         for v, ts in per_variant.items() for s, t in enumerate(ts)])
+
+
+def test_ablation_differences_tell_a_real_gap_from_seed_noise():
+    clear = ex.ablation_differences(_ablation_rows({"PM": [0.80, 0.81, 0.79], "PM without Res": [0.50, 0.51, 0.49]}))
+    tumor = clear[clear.Metric == "Tumor Dice"].iloc[0]
+    assert tumor.difference == pytest.approx(-30.0) and tumor.ci_high < 0 and tumor.distinguishable
+    assert not clear[clear.Metric == "Kidney Dice"].iloc[0].distinguishable      # identical: no difference
+    noisy = ex.ablation_differences(_ablation_rows({"PM": [0.8, 0.4, 0.6], "PM without Res": [0.55, 0.7, 0.5]}))
+    assert not noisy.distinguishable.any()
+    assert "none of these differences can be told apart" in ex.ablation_summary(noisy)
+    assert "Told apart from seed noise" in ex.ablation_summary(clear)
+
+
+def test_ablation_summary_with_one_seed_says_the_noise_is_unmeasured():
+    diffs = ex.ablation_differences(_ablation_rows({"PM": [0.8], "PM without Res": [0.5]}))
+    assert diffs.ci_low.isna().all()
+    assert "fewer than two seeds" in ex.ablation_summary(diffs)
+
+
+def test_welch_interval_matches_scipys_welch_test():
+    from scipy import stats
+
+    a, b = [1.0, 2.0, 4.0, 3.5], [0.5, 0.7, 1.9]
+    diff, se, low, high = ex.welch_interval(a, b, level=0.95)
+    t = stats.ttest_ind(a, b, equal_var=False)
+    assert diff / se == pytest.approx(t.statistic)
+    assert (low > 0) == (t.pvalue < 0.05)
+
+
+def test_reusable_stage2_only_for_the_identical_finished_recipe(tmp_path):
+    from kidneyseg.model.checkpoint import load_checkpoint, save_checkpoint
+    from kidneyseg.model.folder import ModelFolder
+    from kidneyseg.train.config import load_config, save_config
+
+    src = ModelFolder(make_model_dir(tmp_path / "model", plan=PLAN))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    Plan(**PLAN).save(cache / "plan.json")
+    stage = src.stage(2)
+    save_config(dataclasses.replace(load_config(stage.config), dataset="kits19"), stage.config)  # as training saves it
+    cfg = load_config(stage.config)
+    assert not ex.reusable_stage2(src.root, cfg, cache)          # no best checkpoint: unfinished
+    ckpt = load_checkpoint(stage.checkpoint_last)
+    ckpt["epoch"] = cfg.epochs
+    save_checkpoint(stage.checkpoint_last, ckpt)
+    save_checkpoint(stage.checkpoint_best, ckpt)
+    same = load_config(stage.config)
+    assert ex.reusable_stage2(src.root, same, cache)
+    other_seed = ex._stage2_variant_config(same, "PM", seed=cfg.seed + 1)
+    assert not ex.reusable_stage2(src.root, other_seed, cache)
+    ckpt["epoch"] = cfg.epochs - 1                                             # stopped early
+    save_checkpoint(stage.checkpoint_last, ckpt)
+    assert not ex.reusable_stage2(src.root, same, cache)
+
+
+def test_run_ablation_trains_each_run_once_and_validates_with_the_given_overlap(tmp_path, monkeypatch):
+    from kidneyseg.experiments import ablation
+    from kidneyseg.train import stage as stage_module
+    from kidneyseg.train.config import preset
+
+    trained, seen = [], []
+    monkeypatch.setattr(stage_module, "train_stage", lambda cfg, cache, root, **kw: trained.append((cfg.seed, cfg.network.residual)))
+
+    def fake_validate(model_dir, manifest, **kw):
+        seen.append(kw["overlap"])
+        return pd.DataFrame([{"case_id": "a", "kidney_dice": 0.9, "tumor_dice": 0.5}])
+
+    monkeypatch.setattr(ablation, "validate_model", fake_validate)
+    src = make_model_dir(tmp_path / "model", plan=PLAN)
+    kw = dict(seeds=[0, 1], variants=["PM", "PM without Res"], reuse=False, overlap=0.25, log=lambda *a: None)
+    df = ex.run_ablation(preset("demo", 2, {"epochs": 1}), tmp_path / "cache", src, "m.csv", tmp_path / "out", **kw)
+    assert sorted(trained) == [(0, False), (0, True), (1, False), (1, True)] and seen == [0.25] * 4
+    assert list(df.variant) == ["PM", "PM", "PM without Res", "PM without Res"] and set(df.stage2) == {"trained"}
+    ex.run_ablation(preset("demo", 2, {"epochs": 1}), tmp_path / "cache", src, "m.csv", tmp_path / "out", **kw)
+    assert len(trained) == 4                                    # finished runs are kept, not trained again
 
 
 def test_max_cases_predicts_the_largest_and_records_the_steps(tmp_path, monkeypatch):

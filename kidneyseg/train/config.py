@@ -227,6 +227,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optimizer": {"name": "adamw", "lr": 3e-3},
         "loss": {"ce_weight": 1.0},
         "scheduler": {"name": "poly"},
+        "sampler": {"fg_fraction": 0.5, "tumor_fraction": 0.7},
         "network": {"n_stages": 4, "base_features": 8, "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]},
     },
 }

@@ -1,14 +1,12 @@
-"""Experiments the notebooks run: whole-case validation, a single-stage baseline, the Table 4.2 ablation.
-
-Everything here composes the pipeline's steps (preprocess -> train -> infer -> evaluate); the
-notebooks ``04_ablation`` and ``05_inference_evaluation`` only set parameters, call these and plot.
+"""Whole-case validation of a cascade model and the single-stage baseline it is compared with.
 
 * :func:`validate_model` predicts every case of a manifest split with a cascade model directory
   (stage 1 -> ROI -> stage 2 -> post-processing), writes the label maps and returns per-case metrics.
 * :func:`train_single_stage` / :func:`validate_single_stage`: the comparison the thesis's cascade is
   measured against, one network on the whole volume at the *target* (fine) spacing.
-* :func:`run_ablation`: Table 4.2's variants (PM, PM without residual blocks, PM without residual
-  blocks and deep supervision), several seeds each, sharing one stage-1 model; mean +- sd.
+* :func:`choose_postprocessing`, :func:`evaluate_predictions`: the post-processing choice and the
+  ``kidneyseg evaluate`` rows of a prediction folder; :func:`untrained_copy`: the control a trained
+  model must beat.
 
 Cases are scored with the evaluation protocol of the data's dataset
 (:mod:`kidneyseg.evaluate.protocols`): KiTS19's kidney/tumor report, or KiTS23's three nested
@@ -18,27 +16,18 @@ regions at the challenge's tolerances (``tolerance_mm`` must then stay ``None``)
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 
-from .errors import ensure_output_dir, fail, write_text_atomic
-from .resources import record
-from .runtime import resolve_device
+from ..errors import ensure_output_dir, fail
+from ..resources import record
+from ..runtime import resolve_device
 
-#: Table 4.2's variants: name -> network flags of the stage-2 model.
-VARIANTS: dict[str, dict[str, bool]] = {
-    "PM": {"residual": True, "deep_supervision": True},
-    "PM without Res": {"residual": False, "deep_supervision": True},
-    "PM without Res and DS": {"residual": False, "deep_supervision": False},
-}
 #: Columns of the per-case tables (KiTS19; KiTS23's are ``get_protocol("kits23").columns``).
 METRIC_COLUMNS = ("kidney_dice", "tumor_dice", "mean_dice", "kidney_surface_dice", "tumor_surface_dice",
                   "kidney_hd95", "tumor_hd95", "kidney_ml", "tumor_ml", "gt_kidney_ml", "gt_tumor_ml")
@@ -46,22 +35,18 @@ METRIC_COLUMNS = ("kidney_dice", "tumor_dice", "mean_dice", "kidney_surface_dice
 
 def manifest_protocol(manifest: os.PathLike | str):
     """The evaluation protocol (:class:`~kidneyseg.evaluate.protocols.Protocol`) of a manifest's dataset."""
-    from .data.manifest import manifest_dataset, read_manifest
-    from .evaluate.protocols import get_protocol
+    from ..data.manifest import manifest_dataset, read_manifest
+    from ..evaluate.protocols import get_protocol
 
     return get_protocol(manifest_dataset(read_manifest(manifest)))
 
 
 def results_protocol(results: pd.DataFrame):
     """The protocol whose per-case columns ``results`` holds (KiTS23's regions, else KiTS19)."""
-    from .evaluate.protocols import get_protocol
+    from ..evaluate.protocols import get_protocol
 
     kits23 = get_protocol("kits23")
     return kits23 if all(c in results.columns for c in kits23.dice_columns) else get_protocol("kits19")
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
 def split_cases(manifest: os.PathLike | str, split: str = "val",
@@ -71,7 +56,7 @@ def split_cases(manifest: os.PathLike | str, split: str = "val",
     ``max_cases``: at most that many, spread over the case sizes with the largest always among them
     (:func:`kidneyseg.data.manifest.spread_by_size`; ``None`` or 0: all).
     """
-    from .data.manifest import case_paths, read_manifest, select_cases, spread_by_size
+    from ..data.manifest import case_paths, read_manifest, select_cases, spread_by_size
 
     df = select_cases(read_manifest(manifest), split)
     df = df[df["has_image"].astype(bool) & df["has_label"].astype(bool)]
@@ -97,7 +82,7 @@ def _evaluate_cases(cases, predict, pred_dir: Path | None, tolerance_mm: float |
 
 
 def _evaluate_each(cases, predict, pred_dir: Path | None, tolerance_mm: float | None, protocol) -> pd.DataFrame:
-    from .io import load_volume, save_like
+    from ..io import load_volume, save_like
 
     protocol.tolerance(tolerance_mm)
     rows = []
@@ -119,7 +104,7 @@ def _evaluate_each(cases, predict, pred_dir: Path | None, tolerance_mm: float | 
 def validate_model(model_dir: os.PathLike | str, manifest: os.PathLike | str, split: str = "val",
                    pred_dir: os.PathLike | str | None = None, device: str = "cpu", overlap: float = 0.5,
                    tta: bool = False, tolerance_mm: float | None = None, postprocess: str | None = None,
-                   max_cases: int | None = None) -> pd.DataFrame:
+                   batch_size: int = 2, max_cases: int | None = None) -> pd.DataFrame:
     """Predict the split's cases with a cascade model and score them (one row per case), with the
     evaluation protocol of the model's dataset.
 
@@ -128,6 +113,9 @@ def validate_model(model_dir: os.PathLike | str, manifest: os.PathLike | str, sp
         manifest: a manifest CSV whose ``split`` cases have images and labels.
         pred_dir: where to write ``<case_id>.nii.gz`` label maps (input geometry); ``None``: not written.
         postprocess: override the model's post-processing strategy (e.g. ``"none"``).
+        batch_size: sliding windows per network call. 2 rather than 1: on a CPU, torch runs a
+            batch of one through its slow native convolution when the network's first stage is
+            narrow (8 features; measured 3x slower per case), and the labels are the same.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         max_cases: predict at most this many cases (see :func:`split_cases`).
 
@@ -135,15 +123,16 @@ def validate_model(model_dir: os.PathLike | str, manifest: os.PathLike | str, sp
         DataFrame with ``case_id``, the protocol's columns (KiTS19: :data:`METRIC_COLUMNS`) and
         ``seconds_*`` timings.
     """
-    from .evaluate.protocols import get_protocol
-    from .infer.cascade import CascadeModel, predict_volume
+    from ..evaluate.protocols import get_protocol
+    from ..infer.cascade import CascadeModel, predict_volume
 
     model = CascadeModel.load(model_dir, device=device, postprocess=postprocess)
     if pred_dir is not None:
         pred_dir = ensure_output_dir(pred_dir)
 
     def predict(volume, case_id):
-        return predict_volume(volume, model, overlap=overlap, tta=tta, progress=False, case_id=case_id)
+        return predict_volume(volume, model, overlap=overlap, tta=tta, batch_size=batch_size, progress=False,
+                              case_id=case_id)
 
     return _evaluate_cases(split_cases(manifest, split, max_cases), predict, pred_dir, tolerance_mm,
                            get_protocol(model.dataset))
@@ -159,7 +148,7 @@ def choose_postprocessing(model_dir: os.PathLike | str, raw_pred_dir: os.PathLik
     Returns:
         ``(best strategy, {strategy: {"<region>_dice" ..., "mean_dice", "n_cases"}})``.
     """
-    from .evaluate.postprocess_choice import choose_postprocessing as choose
+    from ..evaluate.postprocess_choice import choose_postprocessing as choose
 
     refs = {case_id: lab for case_id, _, lab in split_cases(manifest, split, max_cases)}
     missing = [c for c in refs if not (Path(raw_pred_dir) / f"{c}.nii.gz").exists()]
@@ -176,7 +165,7 @@ def evaluate_predictions(pred_dir: os.PathLike | str, manifest: os.PathLike | st
     """Per-case metric rows (the ``kidneyseg evaluate`` rows, with ``protocol``) of
     ``pred_dir/<case_id>.nii.gz`` against the manifest's labels of ``split``, with the protocol of
     the manifest's dataset (``max_cases``: see :func:`split_cases`)."""
-    from .evaluate.report import evaluate_pair
+    from ..evaluate.report import evaluate_pair
 
     proto = manifest_protocol(manifest)
     rows = []
@@ -191,7 +180,7 @@ def evaluate_predictions(pred_dir: os.PathLike | str, manifest: os.PathLike | st
 # ------------------------------------------------------------------------------- single stage
 def single_stage_plan(plan_path: os.PathLike | str, out_path: os.PathLike | str) -> Path:
     """A copy of the plan whose stage-1 spacing is the fine target spacing (the whole volume, full resolution)."""
-    from .preprocess.plan import Plan
+    from ..preprocess.plan import Plan
 
     plan = Plan.load(plan_path)
     single = dataclasses.replace(plan, stage1_spacing=tuple(plan.target_spacing))
@@ -214,10 +203,10 @@ def train_single_stage(config, manifest: os.PathLike | str, plan_path: os.PathLi
     case sizes (:func:`kidneyseg.data.manifest.spread_by_size`; ``None`` or 0: all), for runs whose
     work is capped anyway (the ``rehearsal`` profile); ``workers``: preprocessing processes.
     """
-    from .data.manifest import read_manifest, select_cases, spread_by_size
-    from .model.folder import ModelFolder
-    from .preprocess.cache import preprocess_dataset
-    from .train.stage import train_stage
+    from ..data.manifest import read_manifest, select_cases, spread_by_size
+    from ..model.folder import ModelFolder
+    from ..preprocess.cache import preprocess_dataset
+    from ..train.stage import train_stage
 
     work = ensure_output_dir(work_dir)
     plan = single_stage_plan(plan_path, work / "plan_single_stage.json")
@@ -237,19 +226,21 @@ def train_single_stage(config, manifest: os.PathLike | str, plan_path: os.PathLi
 def validate_single_stage(model_dir: os.PathLike | str, manifest: os.PathLike | str, split: str = "val",
                           pred_dir: os.PathLike | str | None = None, device: str = "cpu",
                           overlap: float = 0.5, tolerance_mm: float | None = None,
-                          postprocess: str | None = "anatomy", max_cases: int | None = None) -> pd.DataFrame:
+                          postprocess: str | None = "anatomy", batch_size: int = 2,
+                          max_cases: int | None = None) -> pd.DataFrame:
     """Score the single-stage baseline: the case preprocessed exactly as its training cache was
     (:func:`~kidneyseg.preprocess.case.preprocess_case`, stage 1 of the single-stage plan: the
     whole volume at the target spacing), sliding window, labels back to the input grid with the one
     inverse (:func:`~kidneyseg.preprocess.case.paste_label_back`), then the cascade's
-    post-processing (``postprocess=None``: the model folder's own choice)."""
-    from .evaluate.protocols import get_protocol
-    from .infer.postprocess import load_choice
-    from .infer.postprocess import postprocess as apply_postprocess
-    from .infer.sliding_window import sliding_window_predict
-    from .model.folder import ModelFolder, load_stage
-    from .preprocess.case import paste_label_back, preprocess_case
-    from .runtime import resolve_runtime
+    post-processing (``postprocess=None``: the model folder's own choice); ``batch_size`` as in
+    :func:`validate_model`."""
+    from ..evaluate.protocols import get_protocol
+    from ..infer.postprocess import load_choice
+    from ..infer.postprocess import postprocess as apply_postprocess
+    from ..infer.sliding_window import sliding_window_predict
+    from ..model.folder import ModelFolder, load_stage
+    from ..preprocess.case import paste_label_back, preprocess_case
+    from ..runtime import resolve_runtime
 
     device = resolve_device(device)
     folder = ModelFolder(model_dir).require(stages=(1,))
@@ -264,7 +255,7 @@ def validate_single_stage(model_dir: os.PathLike | str, manifest: os.PathLike | 
         t0 = time.perf_counter()
         x, _, props = preprocess_case(volume.array, None, volume.spacing, plan, 1, case_id=case_id)
         res = sliding_window_predict(torch.from_numpy(x)[None], net, spec.patch_size, overlap=overlap,
-                                     device=runtime, output=spec.output)
+                                     device=runtime, output=spec.output, batch_size=batch_size)
         labels = apply_postprocess(paste_label_back(res.labels, props), volume.spacing, name, dataset=plan.dataset,
                                    **opts)
         return labels, {"single_stage": time.perf_counter() - t0}
@@ -273,117 +264,15 @@ def validate_single_stage(model_dir: os.PathLike | str, manifest: os.PathLike | 
                            get_protocol(plan.dataset), step="predict single stage")
 
 
-# ---------------------------------------------------------------------------------- ablation
-def _stage2_variant_config(base, variant: str, seed: int):
-    from .config import merge
-    from .train.config import TrainConfig
-
-    data = merge(base.to_dict(), {"seed": int(seed), "stage": 2, "network": VARIANTS[variant]}, "ablation variant")
-    return TrainConfig.from_dict(data)
-
-
-def run_ablation(base_config, cache_dir: os.PathLike | str, stage1_model_dir: os.PathLike | str,
-                 manifest: os.PathLike | str, out_dir: os.PathLike | str, seeds: Sequence[int] = (0, 1, 2),
-                 variants: Sequence[str] = tuple(VARIANTS), split: str = "val", device: str = "cpu",
-                 tolerance_mm: float | None = None, log=print, max_cases: int | None = None) -> pd.DataFrame:
-    """Train each variant's stage-2 model for each seed and score the full cascade on ``split``.
-
-    Every variant shares the stage-1 model (``stage1_model_dir/stage1``) and the plan, so the rows
-    differ only in the stage-2 network's flags and seed. A finished (variant, seed) keeps its
-    ``result.json`` and is skipped on a re-run. ``max_cases``: score at most that many ``split``
-    cases (:func:`split_cases`).
-
-    Returns:
-        One row per (variant, seed, case) with the case metrics.
-    """
-    from .model.folder import ModelFolder
-    from .train.stage import train_stage
-
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise ValueError(f"variants must be among {list(VARIANTS)}, got {unknown!r}")
-    source = ModelFolder(stage1_model_dir).require(stages=(1,))
-    out = ensure_output_dir(out_dir)
-    frames = []
-    for variant in variants:
-        for seed in seeds:
-            run = out / _slug(variant) / f"seed{seed}"
-            done = run / "result.json"
-            if done.exists():
-                frames.append(pd.DataFrame(json.loads(done.read_text(encoding="utf-8"))))
-                log(f"ablation {variant} seed {seed}: done earlier, skipped")
-                continue
-            model = ModelFolder(ensure_output_dir(run / "model"))
-            shutil.copyfile(source.plan_path, model.plan_path)
-            if not model.stage(1).root.exists():
-                shutil.copytree(source.stage(1).root, model.stage(1).root)
-            t0 = time.perf_counter()
-            cfg = _stage2_variant_config(base_config, variant, seed)
-            train_stage(cfg, cache_dir, model.root, device=resolve_device(device).type,
-                        resume=model.stage(2).checkpoint_last.exists())
-            model_dir = model.root
-            train_s = time.perf_counter() - t0
-            df = validate_model(model_dir, manifest, split=split, device=device, tolerance_mm=tolerance_mm,
-                                max_cases=max_cases)
-            df.insert(0, "seed", seed)
-            df.insert(0, "variant", variant)
-            df["train_seconds"] = round(train_s, 1)
-            write_text_atomic(done, df.to_json(orient="records"))
-            scores = " ".join(f"{c[:-5]} {df[c].mean():.3f}" for c in results_protocol(df).dice_columns)
-            log(f"ablation {variant} seed {seed}: {scores} ({train_s:.0f} s training)")
-            frames.append(df)
-    return pd.concat(frames, ignore_index=True)
-
-
-def ablation_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Table 4.2's layout: per variant, the Dice of each scored region and their mean (%), as mean +- sd
-    over seeds.
-
-    KiTS19 gives the thesis's columns (``Kidney Dice``, ``Tumor Dice``, ``Mean Dice``); KiTS23
-    rows (:func:`results_protocol`) give ``Kidney and masses Dice``, ``Masses Dice``, ``Tumor Dice``,
-    ``Mean Dice``. Each seed's scores are over its validation cases (NaN Dice of cases without the
-    region ignored; the mean Dice by :func:`kidneyseg.evaluate.metrics.mean_dice`); the spread is
-    the sample standard deviation over seeds. Numeric columns ``<region>_dice_mean`` / ``_sd``.
-    """
-    from .evaluate.metrics import mean_dice
-
-    regions = results_protocol(results).dataset.regions
-    cols = [f"{r.name}_dice" for r in regions]
-    labels = {**{f"{r.name}_dice": f"{r.title} Dice" for r in regions}, "mean_dice": "Mean Dice"}
-    rows = []
-    for variant, by_variant in results.groupby("variant", sort=False):
-        per_seed: dict[str, list] = {c: [] for c in [*cols, "mean_dice"]}
-        for _, grp in by_variant.groupby("seed", sort=False):
-            values = {c: grp[c].to_numpy(float) for c in cols}
-            for c, v in values.items():
-                per_seed[c].append(np.nanmean(v) if np.isfinite(v).any() else np.nan)
-            per_seed["mean_dice"].append(mean_dice(values))
-        row = {"Method": variant, "seeds": len(per_seed["mean_dice"])}
-        for col, label in labels.items():
-            vals = np.asarray(per_seed[col], float) * 100
-            sd = float(np.nanstd(vals, ddof=1)) if np.sum(~np.isnan(vals)) > 1 else float("nan")
-            row[label] = f"{np.nanmean(vals):.2f} ± {sd:.2f}"
-            row[f"{col}_mean"], row[f"{col}_sd"] = float(np.nanmean(vals)), sd
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-#: The thesis's Table 4.2 numbers (KiTS19 test set, %), for side-by-side display.
-THESIS_TABLE_4_2 = pd.DataFrame(
-    [("PM", 97.94, 85.24, 91.59), ("PM without Res", 97.54, 84.63, 91.09),
-     ("PM without Res and DS", 97.39, 84.39, 90.89)],
-    columns=["Method", "Kidney Dice", "Tumor Dice", "Mean Dice"])
-
-
 def untrained_copy(model_dir: os.PathLike | str, out_dir: os.PathLike | str, seed: int = 0) -> Path:
     """A model folder like ``model_dir`` whose networks keep their initial random weights.
 
     The control for sanity checks: a trained model must beat it.
     """
-    from .model.checkpoint import load_checkpoint, save_checkpoint
-    from .model.folder import ModelFolder
-    from .model.unet import build_unet
-    from .train.config import TrainConfig
+    from ..model.checkpoint import load_checkpoint, save_checkpoint
+    from ..model.folder import ModelFolder
+    from ..model.unet import build_unet
+    from ..train.config import TrainConfig
 
     src, out = ModelFolder(model_dir).require(), ModelFolder(ensure_output_dir(out_dir))
     shutil.copyfile(src.plan_path, out.plan_path)
