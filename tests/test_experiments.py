@@ -210,6 +210,13 @@ def test_run_ablation_trains_each_run_once_and_validates_with_the_given_overlap(
     assert list(df.variant) == ["PM", "PM", "PM without Res", "PM without Res"] and set(df.stage2) == {"trained"}
     ex.run_ablation(preset("demo", 2, {"epochs": 1}), tmp_path / "cache", src, "m.csv", tmp_path / "out", **kw)
     assert len(trained) == 4                                    # finished runs are kept, not trained again
+    ex.run_ablation(preset("demo", 2, {"epochs": 2}), tmp_path / "cache", src, "m.csv", tmp_path / "out", **kw)
+    assert len(trained) == 8                                    # another recipe: every run again, none kept
+    kw["overlap"] = 0.5
+    ex.run_ablation(preset("demo", 2, {"epochs": 2}), tmp_path / "cache", src, "m.csv", tmp_path / "out", **kw)
+    assert len(trained) == 12 and seen[-4:] == [0.5] * 4          # other validation settings: scored again
+    ex.run_ablation(preset("demo", 2, {"epochs": 2}), tmp_path / "cache", src, "m.csv", tmp_path / "out", **kw)
+    assert len(trained) == 12
 
 
 def test_max_cases_predicts_the_largest_and_records_the_steps(tmp_path, monkeypatch):

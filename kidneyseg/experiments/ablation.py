@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -76,6 +77,27 @@ def reusable_stage2(model_dir: os.PathLike | str, config, cache_dir: os.PathLike
     return int(load_checkpoint(stage.checkpoint_last)["epoch"]) == int(saved.epochs)
 
 
+#: What a finished (variant, seed) run was made with; a re-run with other settings starts it again.
+SETTINGS = "settings.json"
+
+
+def _run_settings(cfg, source, manifest, split: str, tolerance_mm, overlap: float, max_cases) -> dict:
+    """The settings a run's result depends on, as JSON values: the stage-2 config, the shared stage-1
+    checkpoint (its sha256), the scored cases and the validation options."""
+    ckpt = Path(f"{source.stage(1).checkpoint_best}.sha256")
+    data = {"stage2_config": cfg.to_dict(), "stage1_sha256": ckpt.read_text().split()[0] if ckpt.exists() else None,
+            "manifest": str(Path(manifest).resolve()), "split": split, "tolerance_mm": tolerance_mm,
+            "overlap": overlap, "max_cases": max_cases}
+    return json.loads(json.dumps(data, sort_keys=True, default=str))
+
+
+def _read_settings(run: Path) -> dict | None:
+    try:
+        return json.loads((run / SETTINGS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def _ablation_job(job: tuple) -> list[dict]:
     """Train (or resume) one (variant, seed) stage-2 model and score the cascade; writes ``result.json``."""
     from ..model.folder import ModelFolder
@@ -110,7 +132,9 @@ def run_ablation(base_config, cache_dir: os.PathLike | str, stage1_model_dir: os
     equals that of ``stage1_model_dir``'s finished stage 2 (notebook 03's cascade: same preset,
     overrides and seed; :func:`reusable_stage2`) takes that stage 2 instead of training the same
     network again (column ``stage2``: ``reused``). A finished (variant, seed) keeps its
-    ``result.json`` and is skipped on a re-run; a killed training resumes from its checkpoint.
+    ``result.json`` and is skipped on a re-run with the same settings (``settings.json``: stage-2 config,
+    stage-1 checkpoint, cases, validation options; other settings run it again); a killed training
+    resumes from its checkpoint.
 
     Args:
         workers, threads: runs trained at once and torch threads per run
@@ -137,15 +161,20 @@ def run_ablation(base_config, cache_dir: os.PathLike | str, stage1_model_dir: os
         for seed in seeds:
             run = out / _slug(variant) / f"seed{seed}"
             done = run / "result.json"
+            cfg = _stage2_variant_config(base_config, variant, seed)
+            settings = _run_settings(cfg, source, manifest, split, tolerance_mm, overlap, max_cases)
+            if run.exists() and _read_settings(run) != settings:  # an earlier run with other settings
+                log(f"ablation {variant} seed {seed}: settings differ from the earlier run in {run}; run again")
+                shutil.rmtree(run)
             if done.exists():
                 results[variant, seed] = json.loads(done.read_text(encoding="utf-8"))
                 log(f"ablation {variant} seed {seed}: done earlier, skipped")
                 continue
             model = ModelFolder(ensure_output_dir(run / "model"))
+            write_text_atomic(run / SETTINGS, json.dumps(settings, indent=1, sort_keys=True))
             shutil.copyfile(source.plan_path, model.plan_path)
             if not model.stage(1).root.exists():
                 shutil.copytree(source.stage(1).root, model.stage(1).root)
-            cfg = _stage2_variant_config(base_config, variant, seed)
             if reuse and reusable_stage2(source.root, cfg, cache_dir):
                 if model.stage(2).root.exists():
                     shutil.rmtree(model.stage(2).root)
