@@ -60,6 +60,18 @@ def _hull_points(idx: np.ndarray) -> np.ndarray:
         return idx
 
 
+def _boundary(mask: np.ndarray, geometry, structure) -> tuple[np.ndarray | None, np.ndarray]:
+    """The boundary voxels of ``mask`` in its bounding box (erosion by ``structure``; ``None``: 3-D
+    6-connected) and the 3x3 linear part of ``geometry``; ``(None, lin)`` for an empty mask."""
+    lin = linear_part(geometry)
+    mask = np.asarray(mask, bool)
+    box = bounding_box(mask)
+    if box is None:
+        return None, lin
+    sub = mask[box]
+    return sub & ~ndimage.binary_erosion(sub, structure=structure, border_value=0), lin
+
+
 def max_diameter_mm(mask: np.ndarray, geometry) -> float:
     """Longest 3-D distance (mm) between two voxel centres of ``mask`` (all components); NaN if empty.
 
@@ -67,13 +79,9 @@ def max_diameter_mm(mask: np.ndarray, geometry) -> float:
         mask: boolean (z, y, x).
         geometry: (z, y, x) spacing in mm, or the 4x4 affine (voxel -> world mm).
     """
-    lin = linear_part(geometry)
-    mask = np.asarray(mask, bool)
-    box = bounding_box(mask)
-    if box is None:
+    boundary, lin = _boundary(mask, geometry, None)
+    if boundary is None:
         return float("nan")
-    sub = mask[box]
-    boundary = sub & ~ndimage.binary_erosion(sub, border_value=0)
     idx = _hull_points(np.argwhere(boundary))  # the hull in index space maps onto the hull in mm
     return max_pairwise_distance(idx @ lin.T)
 
@@ -84,13 +92,9 @@ def axial_diameter_mm(mask: np.ndarray, geometry) -> float:
     The RECIST-style long axis: measured within each slice of axis 0, the largest is returned.
     NaN for an empty mask. ``geometry`` as in :func:`max_diameter_mm`.
     """
-    lin = linear_part(geometry)
-    mask = np.asarray(mask, bool)
-    box = bounding_box(mask)
-    if box is None:
+    boundary, lin = _boundary(mask, geometry, _AXIAL_CROSS)
+    if boundary is None:
         return float("nan")
-    sub = mask[box]
-    boundary = sub & ~ndimage.binary_erosion(sub, structure=_AXIAL_CROSS, border_value=0)
     best = 0.0
     for k in np.flatnonzero(boundary.any(axis=(1, 2))):
         yx = _hull_points(np.argwhere(boundary[k]))
