@@ -43,7 +43,8 @@ def replace(src, dst, *a, **k):
     if ".part" in os.path.basename(str(src)) and str(dst).endswith(suffix):
         seen[0] += 1
         if seen[0] == nth:
-            Path(mark).write_text(str(dst))
+            Path(mark + ".tmp").write_text(str(dst))
+            real_replace(mark + ".tmp", mark)  # whole or absent: the test reads it the moment it appears
             time.sleep(120)  # killed here, between a complete temp file and its rename
     return real_replace(src, dst, *a, **k)
 
