@@ -327,3 +327,14 @@ def test_a_cache_without_plan_is_refused_before_training(tmp_path):
     with pytest.raises(KidneysegError, match="plan.json: the cache has no plan.json"):
         train_stage(preset("demo", 1), cache, tmp_path / "model", device="cpu")
     assert not (tmp_path / "model").exists()
+
+
+def test_resume_rebuilds_metrics_csv_a_kill_left_behind_the_checkpoint(tmp_path):
+    """A kill between the checkpoint save and the metrics.csv rewrite leaves the csv an epoch short;
+    resuming (even with no epoch left) rebuilds it from the checkpoint's history."""
+    Trainer(tiny_config(epochs=2), tmp_path, toy_source()).fit()
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert len(lines) == 3
+    (tmp_path / "metrics.csv").write_text("\n".join(lines[:2]) + "\n")   # as after the kill
+    Trainer(tiny_config(epochs=2), tmp_path, toy_source()).fit(resume=True)
+    assert (tmp_path / "metrics.csv").read_text().splitlines() == lines

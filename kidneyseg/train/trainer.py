@@ -292,6 +292,9 @@ class Trainer:
         """
         if resume or extend_epochs:
             self.resume(extend_epochs)
+            # a kill between the checkpoint and metrics.csv left the csv an epoch behind: rebuild it
+            # from the checkpoint's history (also when no epoch is left to train)
+            self.write_metrics()
         self._record_runtime()
         for h in self.hooks:
             getattr(h, "on_train_start", lambda t: None)(self)
