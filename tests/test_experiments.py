@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from kidneyseg import experiments as ex
+from kidneyseg.experiments import ablation as ablation_module
 from kidneyseg.errors import KidneysegError
 from kidneyseg.preprocess.cache import load_case, preprocess_dataset
 from kidneyseg.preprocess.plan import Plan
@@ -94,7 +95,7 @@ def test_variant_configs_change_only_the_flags_and_seed():
 
     base = preset("demo", 2, {"epochs": 1})
     for name, flags in ex.VARIANTS.items():
-        cfg = ex._stage2_variant_config(base, name, seed=7)
+        cfg = ablation_module._stage2_variant_config(base, name, seed=7)
         assert cfg.seed == 7 and cfg.stage == 2 and cfg.epochs == 1
         assert (cfg.network.residual, cfg.network.deep_supervision) == (flags["residual"], flags["deep_supervision"])
         assert cfg.network.base_features == base.network.base_features
@@ -183,7 +184,7 @@ def test_reusable_stage2_only_for_the_identical_finished_recipe(tmp_path):
     save_checkpoint(stage.checkpoint_best, ckpt)
     same = load_config(stage.config)
     assert ex.reusable_stage2(src.root, same, cache)
-    other_seed = ex._stage2_variant_config(same, "PM", seed=cfg.seed + 1)
+    other_seed = ablation_module._stage2_variant_config(same, "PM", seed=cfg.seed + 1)
     assert not ex.reusable_stage2(src.root, other_seed, cache)
     ckpt["epoch"] = cfg.epochs - 1                                             # stopped early
     save_checkpoint(stage.checkpoint_last, ckpt)

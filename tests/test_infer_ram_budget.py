@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import nibabel as nib
-import numpy as np
 import pytest
 
 from kidneyseg.errors import KidneysegError

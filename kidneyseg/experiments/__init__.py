@@ -22,7 +22,7 @@ regions at the challenge's tolerances (``tolerance_mm`` must then stay ``None``)
 
 from __future__ import annotations
 
-from .ablation import (THESIS_TABLE_4_2, VARIANTS, _stage2_variant_config, ablation_differences, ablation_summary,
+from .ablation import (THESIS_TABLE_4_2, VARIANTS, ablation_differences, ablation_summary,
                        ablation_table, reusable_stage2, run_ablation, welch_interval)
 from .validation import (METRIC_COLUMNS, choose_postprocessing, evaluate_predictions, manifest_protocol,
                          results_protocol, single_stage_plan, split_cases, train_single_stage, untrained_copy,
