@@ -53,12 +53,16 @@ def _stage2_variant_config(base, variant: str, seed: int):
     return TrainConfig.from_dict(data)
 
 
+def _training_key(config) -> dict:
+    """What of a stage config decides the trained network (all of it, progress bars aside)."""
+    d = config.to_dict()
+    d.pop("progress", None)
+    return d
+
+
 def _same_training(a, b) -> bool:
-    """Whether two stage configs train the same network the same way (progress bars aside)."""
-    da, db = a.to_dict(), b.to_dict()
-    for d in (da, db):
-        d.pop("progress", None)
-    return da == db
+    """Whether two stage configs train the same network the same way."""
+    return _training_key(a) == _training_key(b)
 
 
 def reusable_stage2(model_dir: os.PathLike | str, config, cache_dir: os.PathLike | str) -> bool:
@@ -85,7 +89,7 @@ def _run_settings(cfg, source, manifest, split: str, tolerance_mm, overlap: floa
     """The settings a run's result depends on, as JSON values: the stage-2 config, the shared stage-1
     checkpoint (its sha256), the scored cases and the validation options."""
     ckpt = Path(f"{source.stage(1).checkpoint_best}.sha256")
-    data = {"stage2_config": cfg.to_dict(), "stage1_sha256": ckpt.read_text().split()[0] if ckpt.exists() else None,
+    data = {"stage2_config": _training_key(cfg), "stage1_sha256": ckpt.read_text().split()[0] if ckpt.exists() else None,
             "manifest": str(Path(manifest).resolve()), "split": split, "tolerance_mm": tolerance_mm,
             "overlap": overlap, "max_cases": max_cases}
     return json.loads(json.dumps(data, sort_keys=True, default=str))
