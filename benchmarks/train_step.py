@@ -5,7 +5,8 @@ Ours: :func:`kidneyseg.model.build_unet` (PM: residual blocks + deep supervision
 memory layout :func:`kidneyseg.runtime.resolve_runtime` picks for training (``auto``: bf16 +
 channels_last_3d on a CPU with AMX / AVX-512 BF16 and on CUDA GPUs with bf16, fp16 + GradScaler on
 older GPUs, fp32 otherwise), the loss in float32: Generalized Dice + soft surface Dice over 5
-deep-supervision scales, SGD momentum 0.99 Nesterov, gradient clipping 12. A second row runs ours
+deep-supervision scales, SGD momentum 0.99 Nesterov, gradient clipping 12, with the trainer's fused
+optimizer step (:mod:`kidneyseg.train.optim`; nnU-Net keeps torch's default, per-tensor on a CPU). A second row runs ours
 in fp32 channels-first: the like-for-like comparison with nnU-Net on the CPU.
 
 Anchor: dynamic-network-architectures' PlainConvUNet (nnU-Net's default 3d_fullres topology, the
@@ -50,6 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kidneyseg.model import NetworkConfig, build_unet, count_parameters  # noqa: E402
 from kidneyseg.train.losses import DeepSupervisionLoss, LossConfig, SegmentationLoss  # noqa: E402
 from kidneyseg.runtime import resolve_runtime  # noqa: E402
+from kidneyseg.train.config import OptimizerConfig  # noqa: E402
+from kidneyseg.train.optim import build_optimizer, clip_gradients  # noqa: E402
 
 FEATURES = [32, 64, 128, 256, 320, 320]
 
@@ -113,14 +116,19 @@ def time_interleaved(steps_fns, dev, steps, warm):
     return [float(np.median(t)) for t in times], [float(np.mean(v)) for v in loads]
 
 
-def sgd_step(net, opt, scaler, forward_loss):
-    """One training step as both trainers take it: (scaled) backward, unscale, clip at 12, step."""
+def sgd_step(net, opt, scaler, forward_loss, clip=None):
+    """One training step as both trainers take it: (scaled) backward, unscale, clip at 12, step.
+
+    ``clip``: ours passes :func:`kidneyseg.train.optim.clip_gradients`; nnU-Net clips with torch's
+    default ``clip_grad_norm_``."""
+    clip = clip or torch.nn.utils.clip_grad_norm_
+
     def step():
         opt.zero_grad(set_to_none=True)
         loss = forward_loss()
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
+        clip(net.parameters(), 12)
         scaler.step(opt)
         scaler.update()
 
@@ -133,7 +141,7 @@ def setup_ours(dev, patch, batch, precision, n_stages=6):
     torch.manual_seed(0)
     net = rt.prepare_model(build_unet(NetworkConfig(n_stages=n_stages,
                                                     strides=[[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1))))
-    opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5)
+    opt = build_optimizer(net.parameters(), OptimizerConfig(lr=1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5))
     scaler = torch.amp.GradScaler(dev.type, enabled=rt.grad_scaler)
     loss_fn = DeepSupervisionLoss(SegmentationLoss(LossConfig()))
     x = rt.prepare_input(torch.randn(batch, 1, *patch, device=dev))
@@ -145,7 +153,7 @@ def setup_ours(dev, patch, batch, precision, n_stages=6):
         return loss_fn(out, y)
 
     layout = "channels_last_3d" if rt.channels_last else "channels-first"
-    return sgd_step(net, opt, scaler, forward_loss), count_parameters(net), \
+    return sgd_step(net, opt, scaler, forward_loss, clip_gradients), count_parameters(net), \
         f"{rt.precision}{' +scaler' if rt.grad_scaler else ''}", layout, rt
 
 

@@ -79,6 +79,10 @@ def test_fit_plan_from_manifest(tmp_path):
     assert plan.box_size_mm[0] == pytest.approx(6 * 5.0 + 10)
     med = fit_plan(manifest, target_spacing="median", samples_per_case=100, progress=False)
     assert med.target_spacing == pytest.approx((3.0, 0.8, 0.8))
+    # notebook 02 fits with its `workers` (one process read all 209 KiTS19 CTs in the rehearsal):
+    # the plan must not depend on them
+    two = fit_plan(manifest, samples_per_case=500, progress=False, margin_mm=5, workers=2)
+    assert two.to_dict() == plan.to_dict()
 
 
 def test_fit_plan_needs_images(tmp_path):

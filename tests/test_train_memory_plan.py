@@ -115,3 +115,22 @@ def test_training_refuses_before_loading_any_case(tmp_path, monkeypatch):
     with pytest.raises(KidneysegError, match="the RAM budget is 0.0 GiB; lower batch_size or patch_size"):
         train_stage(preset("demo", 1, {"patch_size": [16, 64, 64]}), tmp_path / "cache", tmp_path / "model")
     assert not (tmp_path / "model").exists()
+
+
+def test_training_writes_the_plan_and_prints_one_line(tmp_path, capsys):
+    """Stages trained side by side print one line each; the table goes to the stage folder (the CLI prints it)."""
+    from kidneyseg.train.config import load_config
+    from kidneyseg.train.stage import train_stage
+
+    from . import hardening_helpers as H
+
+    cache = H.build_cache(tmp_path, n=2)
+    cfg = load_config(H.tiny_train_config(tmp_path / "cfg.json", epochs=1, iterations=1))
+    train_stage(cfg, cache, tmp_path / "model")
+    out = capsys.readouterr().out
+    table = (tmp_path / "model" / "stage1" / "memory_plan.txt").read_text()
+    assert table.startswith("memory plan: batch 2 x patch [8, 16, 16]") and "total" in table
+    plan_lines = [ln for ln in out.splitlines() if "memory plan" in ln]
+    assert len(plan_lines) == 1 and "GiB per training step" in plan_lines[0] and "total" not in out
+    train_stage(cfg, cache, tmp_path / "model2", full_plan=True)
+    assert table.splitlines()[-1] in capsys.readouterr().out

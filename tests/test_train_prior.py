@@ -64,6 +64,20 @@ def test_drop_and_swap_act_on_components():
     assert set(kept) == {0, 1, 2}
 
 
+def test_missed_tumor_becomes_kidney_per_component():
+    lab = two_kidneys()
+    lab[8:12, 9:14, 20:24] = 2  # a second tumor, in the right kidney
+    out = perturb_prior(lab, np.random.default_rng(0), only(p_tumor_missed=1.0))
+    np.testing.assert_array_equal(out, np.minimum(lab, 1))  # every tumor reads kidney, kidneys intact
+    rng = np.random.default_rng(1)
+    left = [int((perturb_prior(lab, rng, only(p_tumor_missed=0.5)) == 2).sum()) for _ in range(30)]
+    one = int((lab[:, :, :15] == 2).sum())
+    assert set(left) == {0, one, 2 * one}  # each tumor is missed on its own
+    assert np.array_equal(perturb_prior(lab, rng, only(p_tumor_missed=0.0)), lab)
+    with pytest.raises(ValueError, match="p_tumor_missed must be a probability"):
+        PriorPerturbation(p_tumor_missed=1.5)
+
+
 def test_morphology_moves_boundaries_by_a_few_voxels():
     lab = two_kidneys()
     rng = np.random.default_rng(1)

@@ -79,7 +79,7 @@ def run(args) -> int:
         raise fail(None, f"--extend-epochs must be >= 1, got {args.extend_epochs}")
     history = train_stage(cfg, args.cache, args.out, resume=args.resume, extend_epochs=args.extend_epochs,
                           device=args.device, stop_after=args.stop_after, num_workers=args.workers,
-                          memory_budget_bytes=budget)
+                          memory_budget_bytes=budget, full_plan=True)
     if history:
         last = history[-1]
         dice = " ".join(f"{k} {_fmt(v)}" for k, v in last.items() if k.startswith("val_dice_") and k != "val_dice_mean")

@@ -8,7 +8,8 @@ We keep only the corruption and apply it to the ground truth: no extra trainings
 pass. The corruption imitates what a coarse stage-1 network gets wrong: boundaries off by a few
 voxels (dilation / erosion), missed or spurious components (dropped components), misregistration
 from the coarse grid (small shifts, blocky upsampling), kidney and tumor confused (label swaps
-inside a component) and, rarely, nothing found (an empty prior). The network thus learns to use
+inside a component), a tumor seen as kidney (a small tumor the coarse grid misses: the stage-1 failure
+the demo's validation shows) and, rarely, nothing found (an empty prior). The network thus learns to use
 the prior without trusting it blindly. See ``docs/augment.md`` for the trade-off.
 
 The prior's channel layout (one-hot kidney, tumor) is the model-input contract of
@@ -36,6 +37,8 @@ class PriorPerturbation:
         max_iterations: largest dilation/erosion radius in voxels (drawn from 1..max_iterations).
         p_drop: probability each connected foreground component is removed.
         p_swap: probability, per component, that kidney and tumor labels are swapped inside it.
+        p_tumor_missed: probability, per connected tumor component, that it is relabelled kidney
+            (stage 1 found the kidney but not the tumor in it).
         p_shift: probability of shifting the whole prior.
         max_shift: largest shift in (full-resolution) voxels per axis.
         coarsen: work on every ``coarsen``-th voxel and repeat back (1 = full resolution);
@@ -47,12 +50,13 @@ class PriorPerturbation:
     max_iterations: int = 2
     p_drop: float = 0.1
     p_swap: float = 0.1
+    p_tumor_missed: float = 0.0
     p_shift: float = 0.3
     max_shift: int = 3
     coarsen: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("p_empty", "p_morph", "p_drop", "p_swap", "p_shift"):
+        for name in ("p_empty", "p_morph", "p_drop", "p_swap", "p_tumor_missed", "p_shift"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
@@ -119,6 +123,13 @@ def perturb_prior(label: np.ndarray, rng: np.random.Generator, cfg: PriorPerturb
             out[swapped] = 3 - out[swapped]  # 1 <-> 2 (a KiTS23 cyst, 3, stays)
         if drop.any():
             out[np.r_[False, drop][components]] = 0
+
+    # Tumors the coarse grid missed: a tumor component becomes kidney (its kidney is still found).
+    if cfg.p_tumor_missed > 0 and (out == 2).any():
+        tumors, n = ndimage.label(out == 2, structure=_CROSS)
+        missed = rng.random(n) < cfg.p_tumor_missed
+        if missed.any():
+            out[np.r_[False, missed][tumors]] = 1
 
     # Boundaries: dilate/erode the foreground region, then the tumor inside it (cysts keep their place).
     if out.any() and cfg.p_morph > 0:

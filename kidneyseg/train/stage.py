@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..errors import ensure_output_dir, fail
+from ..errors import ensure_output_dir, fail, write_text_atomic
 from ..model.folder import ModelFolder
 from ..resources import record
 from ..runtime import ram_budget_bytes, resolve_device, resolve_runtime
@@ -75,7 +75,7 @@ def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os
                 resume: bool = False, extend_epochs: int | None = None, device: str = "cpu",
                 full_validation: Callable | None = None, hooks: Sequence[Any] = (),
                 stop_after: int | None = None, num_workers: int = 1,
-                memory_budget_bytes: int | None = None) -> list[dict[str, Any]]:
+                memory_budget_bytes: int | None = None, full_plan: bool = False) -> list[dict[str, Any]]:
     """Train ``config.stage`` on the cache's train split, validating on its val split.
 
     Args:
@@ -85,8 +85,10 @@ def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os
         resume, extend_epochs, stop_after: see :meth:`kidneyseg.train.trainer.Trainer.fit`.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (under torchrun each rank takes ``cuda:LOCAL_RANK``).
         memory_budget_bytes: memory one step may take (default: the GPU's, or the CPU RAM budget);
-            the step's memory plan is printed first and a step that cannot fit is refused
-            (:func:`memory_check`).
+            the step's memory plan is checked first and a step that cannot fit is refused
+            (:func:`memory_check`). The plan's table is written to ``model_dir/stage<N>/memory_plan.txt``.
+        full_plan: print the whole table (``kidneyseg train``); else one line (stages trained side
+            by side in a notebook would interleave their tables).
         full_validation: optional ``(model, epoch) -> dict`` (e.g. a
             whole-case evaluation) run every ``config.full_val_every`` epochs.
         num_workers: sampler threads.
@@ -104,7 +106,14 @@ def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os
         raise fail(cache_dir / "plan.json", "the cache has no plan.json (not a `kidneyseg preprocess` folder?); a "
                                             "model folder needs the plan its cache was built with")
     config = resolve_dataset(config, cache_dir)
-    plan = memory_check(config, device, budget_bytes=memory_budget_bytes)
+    lines: list[str] = []
+    plan = memory_check(config, device, budget_bytes=memory_budget_bytes, log=lines.append)
+    stage_dir = ensure_output_dir(Path(model_dir) / f"stage{config.stage}")
+    write_text_atomic(stage_dir / "memory_plan.txt", "\n".join(lines) + "\n")
+    print("\n".join(lines) if full_plan else
+          f"stage {config.stage}: memory plan {plan.total_bytes / 2 ** 30:.2f} GiB per training step "
+          f"(batch {config.batch_size} x patch {list(config.patch_size)}, {plan.precision}; "
+          f"table: {stage_dir / 'memory_plan.txt'})")
     with record(f"train stage {config.stage}", Path(model_dir) / f"stage{config.stage}") as rec:
         rec.details.update(epochs=config.epochs, iterations_per_epoch=config.iterations_per_epoch,
                            batch_size=config.batch_size, patch_size=list(config.patch_size),

@@ -40,6 +40,7 @@ from .checkpoint import get_rng_state, set_rng_state
 from .config import TrainConfig, save_config
 from .distributed import DistInfo, all_reduce_sum, barrier
 from .prefetch import Prefetcher
+from .optim import build_optimizer, clip_gradients
 from .losses import DeepSupervisionLoss, dice_from_counts, region_counts
 from .region_loss import segmentation_loss
 
@@ -117,12 +118,7 @@ class Trainer:
         cfg = self.config
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model: UNet = self.runtime.prepare_model(build_unet(cfg.network))
-        o = cfg.optimizer
-        if o.name == "adamw":
-            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-        else:
-            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
-                                             nesterov=o.nesterov, weight_decay=o.weight_decay)
+        self.optimizer = build_optimizer(self.model.parameters(), cfg.optimizer)
         s = cfg.scheduler
         self.plateau = None
         if s.name == "plateau":
@@ -233,7 +229,7 @@ class Trainer:
             self.scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
                 self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                clip_gradients(self.model.parameters(), cfg.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             total += float(loss.detach())
