@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from .bench_helpers import run_benchmark
 from .conftest import ROOT
 
 SHARED_BENCH = Path(os.environ.get("KIDNEYSEG_SHARED_BENCH", ROOT.parent / "shared" / "bench"))
@@ -17,20 +18,17 @@ SHARED_BENCH = Path(os.environ.get("KIDNEYSEG_SHARED_BENCH", ROOT.parent / "shar
 @pytest.mark.skipif(importlib.util.find_spec("nnunetv2") is None, reason="nnunetv2 not installed (make bench)")
 @pytest.mark.skipif(not (SHARED_BENCH / "make_volume.py").is_file(), reason="anchor scripts (../shared/bench) absent")
 def test_predict_benchmark_quick():
-    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "predict.py"), "--quick", "--threads", "1"],
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
-    last = p.stdout.strip().splitlines()[-1]
+    stdout, last = run_benchmark("predict.py", "--quick", "--threads", "1", threads=None)
     m = re.fullmatch(r"RESULT speedup_vs_nnunet=([0-9.]+) seconds_per_case=([0-9.]+) peak_rss_gib=([0-9.]+) "
                      r"fp32_speedup_vs_nnunet=([0-9.]+|nan) precision=(fp32|bf16) bf16_dice_delta=nan", last)
     assert m, last  # --quick skips the parity check (it trains a model)
     assert float(m.group(2)) > 0 and 0 < float(m.group(3)) < 3
     # 2 alternating runs each in the per-run table (method | precision | ...), then one median row per side
-    assert p.stdout.count("| kidneyseg |") == 2 and p.stdout.count("| nnunet | fp32 |") == 2
-    assert "| ours | 2 |" in p.stdout and "| nnunet | 2 |" in p.stdout
+    assert stdout.count("| kidneyseg |") == 2 and stdout.count("| nnunet | fp32 |") == 2
+    assert "| ours | 2 |" in stdout and "| nnunet | 2 |" in stdout
     if m.group(5) == "bf16":
-        assert p.stdout.count("| kidneyseg fp32 |") == 2 and "| ours_fp32 | 2 |" in p.stdout and m.group(4) != "nan"
-    assert "load avg" in p.stdout
+        assert stdout.count("| kidneyseg fp32 |") == 2 and "| ours_fp32 | 2 |" in stdout and m.group(4) != "nan"
+    assert "load avg" in stdout
 
 
 @pytest.mark.kits19

@@ -105,7 +105,7 @@ def test_rehearsal_is_the_full_profile_with_only_the_work_capped():
     amounts of work differ (and the device comes from the machine)."""
     full, rehearsal = pipeline.load_profile("full"), pipeline.load_profile("rehearsal")
     work = {"epochs", "iterations_per_epoch", "val_iterations", "seeds", "max_val_cases",
-            "single_stage_train_cases", "workers", "device"}
+            "single_stage_train_cases", "workers", "threads", "device"}
 
     def settings(profile):
         flat = {}
@@ -124,6 +124,8 @@ def test_rehearsal_is_the_full_profile_with_only_the_work_capped():
     for block in ("04_ablation", "05_inference_evaluation"):
         assert rehearsal[block]["overrides"] == {"epochs": 1, "iterations_per_epoch": 2, "val_iterations": 1}
     assert rehearsal["04_ablation"]["seeds"] == [0]
+    for block in ("03_training", "04_ablation"):  # one 128^3 training at a time: two need ~15 GiB of RAM
+        assert (rehearsal[block]["workers"], rehearsal[block]["threads"]) == (1, 2)
 def test_a_profile_setting_no_notebook_declares_is_refused_before_work(setup, tmp_path):
     """A misspelt parameter in a notebook's block (or a shared one nobody reads) is an error, not dropped."""
     nbdir, _ = setup
