@@ -27,14 +27,18 @@ How the figures are taken (Linux; elsewhere the same without the high-water mark
   kernels): on a shared machine it moves less with the load than the wall clock.
 * **peak RSS of the tree**: a background thread sums the resident memory of the process and all its
   descendants (psutil, recursively: notebook kernels and preprocessing workers included) every
-  ``interval`` seconds and keeps the largest sum. Each process counts its proportional set size
+  ``interval`` seconds (longer when a sample is costly, below) and keeps the largest sum. Each process counts its proportional set size
   (``Pss`` of ``/proc/PID/smaps_rollup``: a page shared by n processes counts 1/n in each), so the
   pages a forked worker shares with its parent are not counted twice; RSS where PSS is unavailable.
   Spikes shorter than the interval inside one process are caught by that process's kernel
   high-water mark (``VmHWM``, not inherited through fork), counted for processes born during the
   step and for the measuring process when its mark rose during the step. Both include file pages a
   process has mapped (memory-mapped cache arrays read by training count while resident; the kernel
-  can drop them under pressure).
+  can drop them under pressure). Reading ``smaps_rollup`` walks a process's page tables: one sample
+  of the 210-case rehearsal's 8 GiB tree cost 0.17 CPU s, so a fixed 0.2 s interval kept the sampler
+  busy for a fifth to half of a core of this 2-core machine. The sampler therefore waits at least
+  ``COST_FACTOR`` (25) times the CPU time its last sample took, at most about 4 % of a core; the
+  high-water marks still catch the peaks between samples.
 * **bytes written**: the growth in apparent size (sum of file sizes) of ``target`` (a folder or a
   file) between the start and the end of the step; ``None`` without a target. Files a step writes
   and deletes again (temporary files) are not counted.
@@ -97,6 +101,10 @@ def _hwm_bytes(pid: int) -> int:
     return 0
 
 
+#: The sampler waits at least this many times the CPU time of its last sample (see the module docstring).
+COST_FACTOR = 25.0
+
+
 class TreeMonitor:
     """Samples the summed RSS of a process and all its descendants in a daemon thread.
 
@@ -148,10 +156,21 @@ class TreeMonitor:
         self.max_processes = max(self.max_processes, alive)
         return total
 
+    def next_wait(self, sample_cpu_seconds: float) -> float:
+        """Seconds to wait after a sample that took ``sample_cpu_seconds`` of CPU: ``interval``, or
+        ``COST_FACTOR`` times the sample's cost when that is longer (the sampler's share of a core
+        stays under 1 / COST_FACTOR).
+
+        >>> TreeMonitor(interval=0.2).next_wait(0.001), TreeMonitor(interval=0.2).next_wait(0.17)
+        (0.2, 4.25)
+        """
+        return max(self.interval, COST_FACTOR * float(sample_cpu_seconds))
+
     def _run(self) -> None:
         while not self._stop.is_set():
+            t = time.thread_time()
             self.sample()
-            self._stop.wait(self.interval)
+            self._stop.wait(self.next_wait(time.thread_time() - t))
 
     def start(self) -> "TreeMonitor":
         self.sample()

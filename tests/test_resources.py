@@ -92,3 +92,15 @@ def test_latest_rows_and_a_corrupt_file(tmp_path):
     (tmp_path / R.RESOURCES_FILE).write_text(json.dumps({"a": 1}))
     with pytest.raises(R.KidneysegError, match="JSON list"):
         R.read_resources(tmp_path)
+
+
+def test_a_costly_sample_stretches_the_interval():
+    """Sampling a big tree is expensive (smaps_rollup): the sampler's CPU share stays bounded."""
+    from kidneyseg.resources import COST_FACTOR, TreeMonitor
+
+    mon = TreeMonitor(interval=0.2)
+    assert mon.next_wait(0.0) == 0.2 and mon.next_wait(0.001) == 0.2
+    assert mon.next_wait(0.17) == pytest.approx(0.17 * COST_FACTOR) and COST_FACTOR >= 20
+    mon.start()
+    peak = mon.stop()
+    assert peak > 0
