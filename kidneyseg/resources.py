@@ -77,28 +77,26 @@ GIB = 1024 ** 3
 
 
 # ------------------------------------------------------------------------------ measuring
-def _pss_bytes(pid: int) -> int | None:
-    """Proportional set size of one process (shared pages split between their sharers), ``None`` if unknown."""
+def _proc_kib_field(path: str, field: str) -> int | None:
+    """The ``field:`` line of a ``/proc`` file given in kB, as bytes; ``None`` if absent or unreadable."""
     try:
-        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii", errors="replace") as f:
+        with open(path, encoding="ascii", errors="replace") as f:
             for line in f:
-                if line.startswith("Pss:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     return None
 
 
+def _pss_bytes(pid: int) -> int | None:
+    """Proportional set size of one process (shared pages split between their sharers), ``None`` if unknown."""
+    return _proc_kib_field(f"/proc/{pid}/smaps_rollup", "Pss")
+
+
 def _hwm_bytes(pid: int) -> int:
     """The kernel's peak-RSS mark of one process (``VmHWM``), 0 where unavailable."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+    return _proc_kib_field(f"/proc/{pid}/status", "VmHWM") or 0
 
 
 #: The sampler waits at least this many times the CPU time of its last sample (see the module docstring).
