@@ -26,6 +26,10 @@ from .config import OptimizerConfig
 __all__ = ["build_optimizer", "clip_gradients", "optimizer_kernel"]
 
 
+#: The torch optimizer arguments that select each kernel, in the order ``auto`` tries them.
+_KERNEL_KWARGS = {"fused": {"fused": True}, "foreach": {"foreach": True}, "per-tensor": {"foreach": False}}
+
+
 def optimizer_kernel(optimizer: torch.optim.Optimizer) -> str:
     """Which implementation ``optimizer`` steps with: ``"fused"``, ``"foreach"`` or ``"per-tensor"``."""
     d = optimizer.defaults
@@ -45,7 +49,7 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimizerConfig,
     Returns:
         a ``torch.optim.SGD`` or ``torch.optim.AdamW``.
     """
-    if kernel not in ("auto", "fused", "foreach", "per-tensor"):
+    if kernel != "auto" and kernel not in _KERNEL_KWARGS:
         raise ValueError(f"kernel must be auto, fused, foreach or per-tensor, got {kernel!r}")
     params = list(params)
     if cfg.name == "adamw":
@@ -55,12 +59,11 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimizerConfig,
         def make(ps, **kw):
             return torch.optim.SGD(ps, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                    weight_decay=cfg.weight_decay, **kw)
-    order = {"auto": ("fused", "foreach", "per-tensor")}.get(kernel, (kernel,))
+    order = tuple(_KERNEL_KWARGS) if kernel == "auto" else (kernel,)
     error: Exception | None = None
     for k in order:
         try:
-            opt = make(params, **{"fused": {"fused": True}, "foreach": {"foreach": True},
-                          "per-tensor": {"foreach": False}}[k])
+            opt = make(params, **_KERNEL_KWARGS[k])
         except (RuntimeError, ValueError, TypeError) as e:  # an older torch or a device without the kernel
             error = e
             continue
