@@ -128,6 +128,42 @@ def test_autocast_and_layout_apply_to_the_network_only(with_bf16):
     json.dumps(record)  # plain values only
 
 
+def test_inference_model_casts_its_weights_once_with_identical_logits(with_bf16):
+    """In bf16 the convolution weights are cast once at load: autocast then passes them through
+    instead of re-casting every weight at every window, and the logits are bit-identical."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from kidneyseg.model import NetworkConfig, build_unet
+
+    torch.manual_seed(0)
+    cfg = NetworkConfig(in_channels=2, num_classes=3, n_stages=3, base_features=4, max_features=16,
+                        strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]])
+    rt = resolve_runtime("cpu", "bf16", "off")
+    ref, fast = build_unet(cfg), build_unet(cfg)
+    fast.load_state_dict(ref.state_dict())
+    ref, fast = rt.prepare_model(ref).eval(), rt.prepare_inference_model(fast).eval()
+    convs = [m for m in fast.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    norms = [p for n, p in fast.named_parameters() if "norm" in n]
+    assert convs and all(m.weight.dtype == torch.bfloat16 for m in convs)
+    assert norms and all(p.dtype == torch.float32 for p in norms)  # the norms stay float32
+    x = torch.randn(2, 2, 16, 16, 16)
+
+    def casts(net):
+        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(2):  # two windows, autocast entered per window as sliding_window_predict does
+                with rt.autocast():
+                    out = net(x)
+        n = sum(e.count for e in prof.key_averages() if e.key == "aten::_to_copy")
+        return out, n
+
+    (a, n_ref), (b, n_fast) = casts(ref), casts(fast)
+    assert torch.equal(a, b)
+    assert n_fast <= n_ref - 2 * len(convs)  # no weight cast left inside the windows
+    # fp32 keeps the weights as they are
+    fp32 = Runtime(torch.device("cpu")).prepare_inference_model(build_unet(cfg))
+    assert all(p.dtype == torch.float32 for p in fp32.parameters())
+
+
 def test_cli_refuses_bf16_on_a_cpu_without_it_in_one_line(no_bf16, tmp_path, capsys):
     from kidneyseg.cli import main
 

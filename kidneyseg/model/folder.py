@@ -169,7 +169,8 @@ def load_stage(folder: StageFolder, device: str | torch.device | Runtime = "cpu"
     """A trained stage's network in eval mode on ``device`` and its :class:`StageSpec`.
 
     ``device`` may be a :class:`~kidneyseg.runtime.Runtime`: the network is then also put in its
-    memory layout (its precision applies where the caller runs it, inside ``Runtime.autocast``).
+    memory layout, and in bf16/fp16 its convolution weights are cast once
+    (:meth:`~kidneyseg.runtime.Runtime.prepare_inference_model`): run it inside ``Runtime.autocast``.
 
     The checkpoint is verified (sha256) and loaded with ``weights_only=True``; a ``config.json``
     beside it whose network differs from the checkpoint's is refused (architecture mismatch).
@@ -185,4 +186,4 @@ def load_stage(folder: StageFolder, device: str | torch.device | Runtime = "cpu"
             raise fail(folder.config, "network in config.json differs from the checkpoint's; architecture mismatch")
     model = build_unet(spec.network)
     load_state_checked(model, data["model"], path)
-    return runtime.prepare_model(model).eval(), spec
+    return runtime.prepare_inference_model(model).eval(), spec
