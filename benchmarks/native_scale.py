@@ -97,24 +97,12 @@ def child_predict(case_dir: str, model_dir: str, out_dir: str) -> dict:
 
 def make_model(root: Path, plan_path: str, features: int, patch: int) -> Path:
     """A model folder of random-weight networks of the thesis's shape (as training would save them)."""
-    import torch
-
-    from kidneyseg.model.checkpoint import save_checkpoint
-    from kidneyseg.model.unet import build_unet
     from kidneyseg.preprocess.plan import Plan
-    from kidneyseg.train.config import preset, save_config
+    from kidneyseg.train.checkpoint import write_untrained_model
+    from kidneyseg.train.config import preset
 
-    root.mkdir(parents=True, exist_ok=True)
-    Plan.load(plan_path).save(root / "plan.json")
-    for stage in (1, 2):
-        cfg = preset("thesis", stage, {"network": {"base_features": features}, "patch_size": [patch] * 3})
-        torch.manual_seed(stage)
-        net = build_unet(cfg.network)
-        d = root / f"stage{stage}"
-        d.mkdir(exist_ok=True)
-        save_config(cfg, d / "config.json")
-        save_checkpoint(d / "checkpoint_last.pt", {"model": net.state_dict(), "config": cfg.to_json(), "epoch": 0})
-    return root
+    return write_untrained_model(root, Plan.load(plan_path), [
+        preset("thesis", st, {"network": {"base_features": features}, "patch_size": [patch] * 3}) for st in (1, 2)])
 
 
 def _run_child(*args: str) -> dict:

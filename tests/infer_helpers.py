@@ -34,22 +34,15 @@ def threshold_model(**plan) -> CascadeModel:
 
 def make_model_dir(root: Path, patch=(8, 16, 16), features=4, plan: dict | None = None) -> Path:
     """A model folder with random-weight U-Nets saved through the trainer's checkpoint API."""
-    from kidneyseg.model.unet import NetworkConfig, build_unet
-    from kidneyseg.model.checkpoint import save_checkpoint
-    from kidneyseg.train.config import TrainConfig, save_config
+    from kidneyseg.model.unet import NetworkConfig
+    from kidneyseg.train.checkpoint import write_untrained_model
+    from kidneyseg.train.config import TrainConfig
 
-    root.mkdir(parents=True, exist_ok=True)
-    Plan(**{**PLAN, **(plan or {})}).save(root / "plan.json")
-    for stage in (1, 2):
-        net_cfg = NetworkConfig(n_stages=3, base_features=features, strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]])
-        cfg = TrainConfig(stage=stage, network=net_cfg, patch_size=list(patch))
-        torch.manual_seed(stage)
-        net = build_unet(cfg.network)
-        d = root / f"stage{stage}"
-        d.mkdir(exist_ok=True)
-        save_config(cfg, d / "config.json")
-        save_checkpoint(d / "checkpoint_last.pt", {"model": net.state_dict(), "config": cfg.to_json(), "epoch": 0})
-    return root
+    def net_cfg():  # one per stage: TrainConfig sets the input channels of its own
+        return NetworkConfig(n_stages=3, base_features=features, strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]])
+
+    return write_untrained_model(root, Plan(**{**PLAN, **(plan or {})}),
+                                 [TrainConfig(stage=st, network=net_cfg(), patch_size=list(patch)) for st in (1, 2)])
 
 
 def phantom_ct(shape=(24, 40, 44), seed=0):

@@ -1,4 +1,5 @@
-"""Training-side checkpoint content: the RNG states saved with every checkpoint for exact resume.
+"""Training-side checkpoint content: the RNG states saved with every checkpoint for exact resume,
+and a model folder of untrained (random-weight) stages for benchmarks and tests.
 
 The file format itself (atomic writes, sha256, ``weights_only`` loading) is
 :mod:`kidneyseg.model.checkpoint`; the folder layout is :mod:`kidneyseg.model.folder`.
@@ -6,13 +7,15 @@ The file format itself (atomic writes, sha256, ``weights_only`` loading) is
 
 from __future__ import annotations
 
+import os
 import random
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["get_rng_state", "set_rng_state"]
+__all__ = ["get_rng_state", "set_rng_state", "write_untrained_model"]
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -39,3 +42,35 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def write_untrained_model(root: os.PathLike | str, plan, configs: Sequence) -> Path:
+    """A complete model folder whose stages hold random weights: what a benchmark times or a test
+    predicts with, where the weights' values do not matter.
+
+    Args:
+        root: the model folder to write (created).
+        plan: the :class:`~kidneyseg.preprocess.plan.Plan` saved as ``root/plan.json``.
+        configs: one :class:`~kidneyseg.train.config.TrainConfig` per stage (``cfg.stage`` names the
+            folder); stage ``N``'s weights come from ``torch.manual_seed(N)``, so the folder is the
+            same at every call.
+
+    Returns:
+        ``root``, with ``plan.json`` and ``stage<N>/config.json`` + ``checkpoint_last.pt`` (epoch 0).
+    """
+    from ..model import build_unet
+    from ..model.checkpoint import save_checkpoint
+    from ..model.folder import ModelFolder
+    from .config import save_config
+
+    folder = ModelFolder(root)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    plan.save(folder.plan_path)
+    for cfg in configs:
+        torch.manual_seed(cfg.stage)
+        stage = folder.stage(cfg.stage)
+        stage.root.mkdir(exist_ok=True)
+        save_config(cfg, stage.config)
+        save_checkpoint(stage.checkpoint_last, {"model": build_unet(cfg.network).state_dict(),
+                                                "config": cfg.to_json(), "epoch": 0})
+    return folder.root
