@@ -108,26 +108,13 @@ def make_case(a, work: Path) -> Path:
 
 
 def make_model(a, work: Path) -> Path:
-    import torch
-
-    from kidneyseg.model.unet import build_unet
     from kidneyseg.preprocess.plan import Plan
-    from kidneyseg.model.checkpoint import save_checkpoint
-    from kidneyseg.train.config import TrainConfig, save_config
+    from kidneyseg.train.checkpoint import write_untrained_model
+    from kidneyseg.train.config import TrainConfig
 
-    model = work / "model"
-    model.mkdir(exist_ok=True)
-    Plan(**INTENSITY, target_spacing=a.target_spacing, stage1_spacing=a.stage1_spacing, box_size_mm=a.box_mm).save(
-        model / "plan.json")
-    for stage in (1, 2):
-        cfg = TrainConfig(stage=stage, network=network_config(a), patch_size=list(a.patch))
-        torch.manual_seed(stage)
-        d = model / f"stage{stage}"
-        d.mkdir(exist_ok=True)
-        save_config(cfg, d / "config.json")
-        save_checkpoint(d / "checkpoint_last.pt", {"model": build_unet(cfg.network).state_dict(),
-                                                   "config": cfg.to_json()})
-    return model
+    plan = Plan(**INTENSITY, target_spacing=a.target_spacing, stage1_spacing=a.stage1_spacing, box_size_mm=a.box_mm)
+    return write_untrained_model(work / "model", plan, [
+        TrainConfig(stage=st, network=network_config(a), patch_size=list(a.patch)) for st in (1, 2)])
 
 
 class Counter:
