@@ -98,8 +98,9 @@ def sync(dev):
 
 
 def time_interleaved(steps_fns, dev, steps, warm):
-    """Median seconds per step of each function and the mean 1-minute load average before its
-    steps, timed in turns (A B C A B C ...) so that a shared, noisy machine slows every contender alike."""
+    """Median seconds per step of each function, the mean 1-minute load average before its steps and
+    every step's seconds, timed in turns (A B C A B C ...) so that a shared, noisy machine slows every
+    contender alike."""
     for _ in range(warm):
         for f in steps_fns:
             f()
@@ -113,7 +114,7 @@ def time_interleaved(steps_fns, dev, steps, warm):
             f()
             sync(dev)
             times[i].append(time.perf_counter() - t)
-    return [float(np.median(t)) for t in times], [float(np.mean(v)) for v in loads]
+    return [float(np.median(t)) for t in times], [float(np.mean(v)) for v in loads], times
 
 
 def sgd_step(net, opt, scaler, forward_loss, clip=None):
@@ -251,7 +252,7 @@ def main(argv=None):
     if not args.no_resenc and not args.quick:
         f, p_res, _, _ = setup_nnunet(nnunet_resenc, dev, patch, args.batch, stages)
         entries.append(["nnU-Net ResEnc-M", f, p_res, prec_n, "channels-first", loss_name])
-    medians, loads = time_interleaved([e[1] for e in entries], dev, steps, warm)
+    medians, loads, every = time_interleaved([e[1] for e in entries], dev, steps, warm)
     labels = [e[0] for e in entries]
     t_ours, t_plain = medians[0], medians[labels.index("nnU-Net PlainConvUNet")]
     t_fp32 = medians[labels.index("kidneyseg PM, fp32")] if "kidneyseg PM, fp32" in labels else \
@@ -261,10 +262,15 @@ def main(argv=None):
     print(f"\nTraining step, device {name}, patch {patch_side}^3, batch {args.batch}, {stages} stages, "
           f"{steps} timed steps each (median; the networks in turns) after {warm} warm-up, torch {torch.__version__}, "
           f"threads {args.threads}; ours: {rt.describe()}\n")
-    print("| network | parameters | precision | layout | loss | s / step | nnU-Net Plain s / ours s | load avg |")
-    print("|---|---|---|---|---|---|---|---|")
-    for e, t, load in zip(entries, medians, loads):
-        print(f"| {e[0]} | {e[2]:,} | {e[3]} | {e[4]} | {e[5]} | {t:.3f} | {t_plain / t:.2f}x | {load:.1f} |")
+    print("| network | parameters | precision | layout | loss | s / step | nnU-Net Plain s / ours s | load avg | every step (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for e, t, load, ts in zip(entries, medians, loads, every):
+        print(f"| {e[0]} | {e[2]:,} | {e[3]} | {e[4]} | {e[5]} | {t:.3f} | {t_plain / t:.2f}x | {load:.1f} | "
+              f"{', '.join(f'{v:.2f}' for v in ts)} |")
+    # the same round's steps ran back to back: their ratio is paired, robust to a load that drifts
+    paired = [p / o for p, o in zip(every[labels.index("nnU-Net PlainConvUNet")], every[0])]
+    print(f"\nPer round, nnU-Net Plain s / ours s: {', '.join(f'{r:.2f}' for r in paired)} "
+          f"(median {float(np.median(paired)):.2f}, range {min(paired):.2f}-{max(paired):.2f})")
     print(f"\nOur loader (PatchSampler + augment_batch on {dev.type}): {t_load:.3f} s per batch "
           f"= {t_load / t_ours:.2f} of a step{' (runs in a background thread while the GPU trains)' if cuda else ''}")
     print(f"Parameters: ours {p_ours:,} vs PlainConvUNet {p_plain:,} ({p_ours / p_plain:.3f}x)")
