@@ -262,10 +262,15 @@ def append_row(run_dir: os.PathLike | str, row: dict[str, Any]) -> Path:
 
 
 def latest_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per ``(parent, step, target)``: the last recorded (a resumed run records re-runs again)."""
+    """One row per ``(parent, step, target)``: the last recorded (a resumed run records re-runs again),
+    except that a row whose ``details`` say ``no_work`` (a resumed step that found its work done:
+    a finished training, a fully cached preprocessing) does not replace the row that did the work."""
     last: dict[tuple, dict[str, Any]] = {}
     for row in rows:
-        last[(row.get("parent"), row.get("step"), row.get("target"))] = row
+        key = (row.get("parent"), row.get("step"), row.get("target"))
+        if key in last and (row.get("details") or {}).get("no_work"):
+            continue
+        last[key] = row
     return list(last.values())
 
 

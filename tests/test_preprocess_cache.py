@@ -64,12 +64,19 @@ def test_stage2_label_maps_back_onto_original_grid(dataset, tmp_path):
     np.testing.assert_array_equal(back, orig)
 
 
-def test_up_to_date_cases_are_skipped_and_plan_change_refused(dataset, tmp_path):
+def test_up_to_date_cases_are_skipped_and_plan_change_refused(dataset, tmp_path, monkeypatch):
+    from kidneyseg.resources import ENV_RUN_DIR, latest_rows, read_resources
+
+    monkeypatch.setenv(ENV_RUN_DIR, str(tmp_path / "run"))
     cache = tmp_path / "cache"
     preprocess_dataset(dataset, PLAN, cache, progress=False)
     before = _mtimes(cache)
     s = preprocess_dataset(dataset, PLAN, cache, progress=False)
     assert len(s["up_to_date"]) == 4 and not s["processed"] and _mtimes(cache) == before
+    # the second row measured nothing: the report keeps the first, which did the work
+    rows = read_resources(tmp_path / "run")
+    assert [r["details"].get("no_work") for r in rows] == [None, "all cases cached"]
+    assert latest_rows(rows) == [rows[0]]
     changed = Plan(**{**PLAN.to_dict(), "mean_hu": 90.0})
     with pytest.raises(KidneysegError, match=f"built with plan {PLAN.hash()}.*--force"):
         preprocess_dataset(dataset, changed, cache, progress=False)

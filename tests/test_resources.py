@@ -86,6 +86,10 @@ def test_latest_rows_and_a_corrupt_file(tmp_path):
             {"step": "a", "parent": None, "target": None, "seconds": 2},
             {"step": "b", "parent": "nb", "target": None, "seconds": 3}]
     assert [r["seconds"] for r in R.latest_rows(rows)] == [2, 3]
+    # a resumed step that found its work done does not hide the row that did the work
+    skipped = {"step": "a", "parent": None, "target": None, "seconds": 0.5, "details": {"no_work": "already trained"}}
+    assert [r["seconds"] for r in R.latest_rows([*rows, skipped])] == [2, 3]
+    assert [r["seconds"] for r in R.latest_rows([skipped])] == [0.5]  # alone, it is all there is
     (tmp_path / R.RESOURCES_FILE).write_text("{not json")
     with pytest.raises(R.KidneysegError, match="not a readable resources file"):
         R.read_resources(tmp_path)

@@ -134,3 +134,23 @@ def test_training_writes_the_plan_and_prints_one_line(tmp_path, capsys):
     assert len(plan_lines) == 1 and "GiB per training step" in plan_lines[0] and "total" not in out
     train_stage(cfg, cache, tmp_path / "model2", full_plan=True)
     assert table.splitlines()[-1] in capsys.readouterr().out
+
+
+def test_a_resumed_finished_training_records_no_work(tmp_path, monkeypatch):
+    """The rehearsal resumes across sessions: re-entering a finished stage must not replace the row
+    of the training that did the work (resources.json, latest_rows)."""
+    from kidneyseg.resources import ENV_RUN_DIR, latest_rows, read_resources
+    from kidneyseg.train.config import load_config
+    from kidneyseg.train.stage import train_stage
+
+    from . import hardening_helpers as H
+
+    monkeypatch.setenv(ENV_RUN_DIR, str(tmp_path / "run"))
+    cache = H.build_cache(tmp_path, n=2)
+    cfg = load_config(H.tiny_train_config(tmp_path / "cfg.json", epochs=1, iterations=1))
+    train_stage(cfg, cache, tmp_path / "model")
+    train_stage(cfg, cache, tmp_path / "model", resume=True)
+    rows = [r for r in read_resources(tmp_path / "run") if r["step"] == "train stage 1"]
+    assert [r["details"]["epochs_run"] for r in rows] == [1, 0]
+    assert [r["details"].get("no_work") for r in rows] == [None, "already trained"]
+    assert [r for r in latest_rows(rows)] == [rows[0]]

@@ -112,13 +112,18 @@ def test_resume_is_exact(tmp_path, scheduler):
 
 def test_resume_finished_run_does_nothing_and_extend_has_no_lr_jump(tmp_path):
     cfg = tiny_config(epochs=2, scheduler={"name": "poly"})
-    Trainer(cfg, tmp_path, toy_source()).fit()
+    first = Trainer(cfg, tmp_path, toy_source())
+    first.fit()
+    assert first.epochs_run == 2
     before = weights(tmp_path / "checkpoint_last.pt")
-    Trainer(cfg, tmp_path, toy_source()).fit(resume=True)
+    again = Trainer(cfg, tmp_path, toy_source())
+    again.fit(resume=True)
+    assert again.epochs_run == 0  # train_stage records such a row as "no_work"
     after = weights(tmp_path / "checkpoint_last.pt")
     assert all(torch.equal(before[k], after[k]) for k in before)
     t = Trainer(cfg, tmp_path, toy_source())
     t.fit(resume=True, extend_epochs=2)
+    assert t.epochs_run == 2
     lrs = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / "metrics.csv"))]
     assert len(lrs) == 4 and t.config.epochs == 4
     # poly over 2 epochs uses 1e-2 then 1e-2 * 0.5**0.9 and ends at 0; extended, it decays on from

@@ -321,6 +321,8 @@ def preprocess_dataset(manifest: str | os.PathLike, plan: Plan | str | os.PathLi
         summary = _run(df, cases, missing, manifest, plan, out, workers, force, stages, progress)
         rec.details.update(cases=len(cases), workers=workers, stages=list(stages),
                            processed=len(summary["processed"]), seconds_per_case=summary["seconds"])
+        if not summary["processed"]:  # every case was cached already: this row measured no work
+            rec.details["no_work"] = "all cases cached"
     return summary
 
 

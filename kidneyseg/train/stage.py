@@ -119,7 +119,7 @@ def train_stage(config: TrainConfig, cache_dir: os.PathLike | str, model_dir: os
                            batch_size=config.batch_size, patch_size=list(config.patch_size),
                            planned_step_gib=round(plan.total_bytes / 2 ** 30, 3))
         return _train(config, cache_dir, model_dir, resume, extend_epochs, device, full_validation, hooks,
-                      stop_after, num_workers)
+                      stop_after, num_workers, rec.details)
 
 
 def memory_check(config: TrainConfig, device: str, budget_bytes: int | None = None, log=print):
@@ -146,7 +146,7 @@ def memory_check(config: TrainConfig, device: str, budget_bytes: int | None = No
 
 def _train(config: TrainConfig, cache_dir: Path, model_dir: Path, resume: bool, extend_epochs: int | None,
            device: str, full_validation: Callable | None, hooks: Sequence[Any], stop_after: int | None,
-           num_workers: int) -> list[dict[str, Any]]:
+           num_workers: int, details: dict[str, Any]) -> list[dict[str, Any]]:
     from ..preprocess.cache import list_cases, load_case  # lazily: preprocess is an earlier step
     from .augment import augment_batch, sample_size_for
     from .sampler import PatchSampler
@@ -199,6 +199,10 @@ def _train(config: TrainConfig, cache_dir: Path, model_dir: Path, resume: bool, 
     trainer = Trainer(config, folder.stage(stage).root, train_batches, val_batches, device=dev, augment=augment,
                       full_validation=full_validation, hooks=hooks, dist=info)
     try:
-        return trainer.fit(resume=resume, extend_epochs=extend_epochs, stop_after=stop_after)
+        history = trainer.fit(resume=resume, extend_epochs=extend_epochs, stop_after=stop_after)
+        details["epochs_run"] = trainer.epochs_run
+        if not trainer.epochs_run:  # a resumed run found this stage trained: its row measured no work
+            details["no_work"] = "already trained"
+        return history
     finally:
         cleanup_distributed()

@@ -108,6 +108,7 @@ class Trainer:
         self.dist = dist or DistInfo()
         self.history: list[dict[str, Any]] = []
         self.epoch = 0  # completed epochs
+        self.first_epoch = 0  # completed epochs when fit() started (after a resume)
         self.best_metric = -math.inf
         self.poly_anchor = (0, config.optimizer.lr)  # (epoch, lr) where the poly decay starts
         self.should_stop = False
@@ -277,6 +278,11 @@ class Trainer:
             self._set_lr(max(lr0 * (1 - min(frac, 1.0)) ** s.poly_exponent, 0.0))
 
     # -- the loop ----------------------------------------------------------------------------
+    @property
+    def epochs_run(self) -> int:
+        """Epochs trained by the last :meth:`fit` call (0 when it resumed a finished training)."""
+        return self.epoch - self.first_epoch
+
     def fit(self, resume: bool = False, extend_epochs: int | None = None,
             stop_after: int | None = None) -> list[dict[str, Any]]:
         """Train until ``config.epochs``; returns the metrics history (one dict per epoch).
@@ -296,6 +302,7 @@ class Trainer:
             getattr(h, "on_train_start", lambda t: None)(self)
         cfg = self.config
         end = cfg.epochs if stop_after is None else min(cfg.epochs, self.epoch + int(stop_after))
+        self.first_epoch = self.epoch  # epochs_run: what this call trained (0: the checkpoint was complete)
         self.should_stop = False  # a hook may set it to end training after the current epoch's checkpoint
         while self.epoch < end and not self.should_stop:
             epoch = self.epoch
