@@ -171,6 +171,16 @@ def open_page(browser, url):
     return page, log
 
 
+def first_case_shows_its_labels(page, screenshot: str, colours=None) -> dict:
+    """Wait for case_00000, check that its 3D view shows every label colour, save a screenshot."""
+    wait_ready(page, "case_00000")
+    counts = wait_for_colours(page, 30) if colours is None else wait_for_colours(page, 30, colours)
+    page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
+    print(f"3D colour pixels, {screenshot}:", counts)
+    assert min(counts.values()) >= MIN_PIXELS, f"label colours missing from the 3D view: {counts}"
+    return counts
+
+
 def test_dashboard_renders_labels_in_3d_offline_and_switches_case(viewer_url, playwright_api):
     url, run = viewer_url
     metrics = pd.read_csv(run / "metrics.csv", dtype={"case_id": str}).set_index("case_id")
@@ -179,11 +189,7 @@ def test_dashboard_renders_labels_in_3d_offline_and_switches_case(viewer_url, pl
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
         try:
             page, log = open_page(browser, url)
-            wait_ready(page, "case_00000")
-            counts = wait_for_colours(page, 30)
-            page.screenshot(path=str(ARTIFACTS / "viewer_case_00000.png"), full_page=True)
-            print("3D colour pixels, case_00000:", counts)
-            assert min(counts.values()) >= MIN_PIXELS, f"label colours missing from the 3D view: {counts}"
+            first_case_shows_its_labels(page, "viewer_case_00000.png")
             assert "case_00000" in page.inner_text(".kidneyseg-metrics")
 
             # switch case: status, metrics and the 3D view follow
@@ -251,11 +257,7 @@ def test_kits23_case_shows_its_cysts(viewer23_url, playwright_api):
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
         try:
             page, log = open_page(browser, url)
-            wait_ready(page, "case_00000")
-            counts = wait_for_colours(page, 30, tuple(MESH_COLOURS))
-            page.screenshot(path=str(ARTIFACTS / "viewer_kits23_case_00000.png"), full_page=True)
-            print("3D colour pixels, KiTS23 case_00000:", counts)
-            assert min(counts.values()) >= MIN_PIXELS, f"label colours missing from the 3D view: {counts}"
+            first_case_shows_its_labels(page, "viewer_kits23_case_00000.png", tuple(MESH_COLOURS))
             # the slice image, above its legend (which holds the cyst colours too)
             png = page.locator(".kidneyseg-slices").screenshot()
             shown = page.evaluate("() => { const im = document.querySelector('.kidneyseg-slices');"
