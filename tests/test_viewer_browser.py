@@ -16,6 +16,7 @@ Skips when /usr/bin/chromium or playwright is missing, except under ``CI=true`` 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
 import time
@@ -171,6 +172,17 @@ def open_page(browser, url):
     return page, log
 
 
+@contextlib.contextmanager
+def dashboard_page(pw, url: str, *chromium_args: str):
+    """Headless chromium on the dashboard: yields ``(page, log)`` (see :func:`open_page`), closes the browser."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", *chromium_args])
+    try:
+        yield open_page(browser, url)
+    finally:
+        browser.close()
+
+
 def first_case_shows_its_labels(page, screenshot: str, colours=None) -> dict:
     """Wait for case_00000, check that its 3D view shows every label colour, save a screenshot."""
     wait_ready(page, "case_00000")
@@ -184,11 +196,8 @@ def first_case_shows_its_labels(page, screenshot: str, colours=None) -> dict:
 def test_dashboard_renders_labels_in_3d_offline_and_switches_case(viewer_url, playwright_api):
     url, run = viewer_url
     metrics = pd.read_csv(run / "metrics.csv", dtype={"case_id": str}).set_index("case_id")
-    ARTIFACTS.mkdir(exist_ok=True)
     with playwright_api() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
-        try:
-            page, log = open_page(browser, url)
+        with dashboard_page(pw, url) as (page, log):
             first_case_shows_its_labels(page, "viewer_case_00000.png")
             assert "case_00000" in page.inner_text(".kidneyseg-metrics")
 
@@ -228,21 +237,14 @@ def test_dashboard_renders_labels_in_3d_offline_and_switches_case(viewer_url, pl
             assert log["requests"], "no requests recorded (listener broken?)"
             assert not log["errors"], f"console errors: {log['errors'][:5]}"
             page.close()
-        finally:
-            browser.close()
 
         # Negative control: the same page without WebGL must fail the colour check.
-        blind = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                   args=["--no-sandbox", "--disable-webgl", "--disable-3d-apis"])
-        try:
-            page, _ = open_page(blind, url)
+        with dashboard_page(pw, url, "--disable-webgl", "--disable-3d-apis") as (page, _):
             wait_ready(page, "case_00000")
             page.wait_for_timeout(4000)
             blind_counts = canvas_counts(page)
             print("3D colour pixels without WebGL:", blind_counts)
             assert max(blind_counts.values()) < MIN_PIXELS, f"colour check passed without WebGL: {blind_counts}"
-        finally:
-            blind.close()
 
 
 def test_kits23_case_shows_its_cysts(viewer23_url, playwright_api):
@@ -252,11 +254,8 @@ def test_kits23_case_shows_its_cysts(viewer23_url, playwright_api):
 
     url, run = viewer23_url
     metrics = pd.read_csv(run / "metrics.csv", dtype={"case_id": str}).set_index("case_id")
-    ARTIFACTS.mkdir(exist_ok=True)
     with playwright_api() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
-        try:
-            page, log = open_page(browser, url)
+        with dashboard_page(pw, url) as (page, log):
             first_case_shows_its_labels(page, "viewer_kits23_case_00000.png", tuple(MESH_COLOURS))
             # the slice image, above its legend (which holds the cyst colours too)
             png = page.locator(".kidneyseg-slices").screenshot()
@@ -275,8 +274,6 @@ def test_kits23_case_shows_its_cysts(viewer23_url, playwright_api):
             assert hosts <= {"127.0.0.1"}, f"requests left localhost: {sorted(hosts)}"
             assert not log["errors"], f"console errors: {log['errors'][:5]}"
             page.close()
-        finally:
-            browser.close()
 
 
 def _crop_png(png: bytes, height: int) -> bytes:
