@@ -212,9 +212,9 @@ class Runtime:
         """``model`` for prediction only: :meth:`prepare_model`, then, in low precision, its convolution
         weights cast to that type once (in place; never for a model that still trains).
 
-        Autocast casts a float32 weight at every call and caches the copy only for tensors that require
-        grad while grad is on, so prediction (``inference_mode``) re-cast all 31.8 M weights at every
-        window (42 ``aten::_to_copy`` calls, 9 % of a bf16 window in a profile). Autocast passes a
+        Under autocast, prediction (``inference_mode``, the context entered per window) re-cast all
+        31.8 M float32 weights at every window: 42 ``aten::_to_copy`` calls, 8 % of a bf16 window in a
+        profile (an outer autocast context around the windows left the count unchanged). Autocast passes a
         weight already in its type through, and the cast is the same rounding, so the logits are
         bit-identical (tested). The norms and everything outside the network stay float32; the
         network must run inside :meth:`autocast`.
