@@ -241,3 +241,53 @@ def test_max_cases_predicts_the_largest_and_records_the_steps(tmp_path, monkeypa
     rows = {r["step"]: r for r in read_resources(tmp_path / "run")}
     assert rows["predict"]["details"]["cases"] == 1 and rows["predict"]["bytes_written"] > 0
     assert rows["evaluate"]["details"]["cases"] == 1
+
+
+def test_a_rerun_scores_saved_predictions_and_predicts_again_when_the_key_changes(tmp_path, monkeypatch):
+    """A killed notebook 05 resumes per case: a second validate_model with the same model and settings
+    scores the saved label maps (no network call, the same rows and the first run's timings); other
+    settings, new weights or a touched input predict again; a map without its index entry is not
+    trusted. The single-stage baseline resumes the same way."""
+    from kidneyseg.infer import cascade, sliding_window
+    from kidneyseg.model.checkpoint import load_checkpoint, save_checkpoint
+
+    manifest = write_dataset(tmp_path / "data", n=3)
+    df = pd.read_csv(manifest)
+    df["split"] = "val"
+    df.to_csv(manifest, index=False)
+    model = make_model_dir(tmp_path / "model", plan=PLAN)
+    calls = []
+    real = cascade.predict_volume
+    monkeypatch.setattr(cascade, "predict_volume", lambda v, m, **kw: calls.append(kw["case_id"]) or real(v, m, **kw))
+    pred = tmp_path / "pred"
+    first = ex.validate_model(model, manifest, "val", pred_dir=pred, overlap=0.25)
+    assert len(calls) == 3 and (pred / ex.PREDICTIONS_INDEX).is_file()
+    again = ex.validate_model(model, manifest, "val", pred_dir=pred, overlap=0.25)
+    assert len(calls) == 3                                            # nothing predicted again
+    pd.testing.assert_frame_equal(first, again)                       # same metrics, the first run's timings
+    ex.validate_model(model, manifest, "val", pred_dir=pred, overlap=0.5)
+    assert len(calls) == 6                                            # another overlap: another prediction
+    from kidneyseg.model.folder import ModelFolder
+
+    ck = ModelFolder(model).stage(2).checkpoint()
+    data = load_checkpoint(ck)
+    data["model"] = {k: v + 1 for k, v in data["model"].items()}
+    save_checkpoint(ck, {k: v for k, v in data.items() if k != "format"})
+    ex.validate_model(model, manifest, "val", pred_dir=pred, overlap=0.5)
+    assert len(calls) == 9                                            # new weights
+    index = json.loads((pred / ex.PREDICTIONS_INDEX).read_text())
+    del index["case_00001"]
+    (pred / ex.PREDICTIONS_INDEX).write_text(json.dumps(index))
+    img = tmp_path / "data" / "case_00002" / "imaging.nii.gz"
+    img.touch()
+    import os
+    os.utime(img, ns=(img.stat().st_atime_ns, img.stat().st_mtime_ns + 10**9))
+    ex.validate_model(model, manifest, "val", pred_dir=pred, overlap=0.5)
+    assert calls[9:] == ["case_00001", "case_00002"]                  # no entry; a changed input
+
+    seen = _spy(monkeypatch, sliding_window)
+    single = make_model_dir(tmp_path / "single", plan=PLAN)
+    a = ex.validate_single_stage(single, manifest, "val", pred_dir=tmp_path / "single_pred")
+    b = ex.validate_single_stage(single, manifest, "val", pred_dir=tmp_path / "single_pred")
+    assert len(seen) == 3
+    pd.testing.assert_frame_equal(a, b)

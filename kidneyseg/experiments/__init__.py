@@ -7,7 +7,8 @@ notebooks ``04_ablation`` and ``05_inference_evaluation`` only set parameters, c
 ``validation``            :func:`validate_model` (a cascade model on a manifest split, per-case
                           metrics), the post-processing choice, :func:`evaluate_predictions`,
                           the single-stage baseline (:func:`train_single_stage`,
-                          :func:`validate_single_stage`), :func:`untrained_copy` (the control)
+                          :func:`validate_single_stage`), :func:`untrained_copy` (the control);
+                          a rerun scores the label maps it already wrote (:func:`prediction_key`)
 ``ablation``              :func:`run_ablation` (Table 4.2's variants over seeds, one shared
                           stage-1 model, notebook 03's stage 2 reused as its PM run),
                           :func:`ablation_table` (mean ± sd), :func:`ablation_differences` and
@@ -24,11 +25,11 @@ from __future__ import annotations
 
 from .ablation import (THESIS_TABLE_4_2, VARIANTS, ablation_differences, ablation_summary,
                        ablation_table, reusable_stage2, run_ablation, welch_interval)
-from .validation import (METRIC_COLUMNS, choose_postprocessing, evaluate_predictions, manifest_protocol,
-                         results_protocol, single_stage_plan, split_cases, train_single_stage, untrained_copy,
+from .validation import (METRIC_COLUMNS, PREDICTIONS_INDEX, choose_postprocessing, evaluate_predictions, manifest_protocol,
+                         prediction_key, results_protocol, single_stage_plan, split_cases, train_single_stage, untrained_copy,
                          validate_model, validate_single_stage)
 
-__all__ = ["METRIC_COLUMNS", "THESIS_TABLE_4_2", "VARIANTS", "ablation_differences", "ablation_summary",
-           "ablation_table", "choose_postprocessing", "evaluate_predictions", "manifest_protocol", "reusable_stage2",
+__all__ = ["METRIC_COLUMNS", "PREDICTIONS_INDEX", "THESIS_TABLE_4_2", "VARIANTS", "ablation_differences", "ablation_summary",
+           "ablation_table", "choose_postprocessing", "evaluate_predictions", "manifest_protocol", "prediction_key", "reusable_stage2",
            "results_protocol", "run_ablation", "single_stage_plan", "split_cases", "train_single_stage",
            "untrained_copy", "validate_model", "validate_single_stage", "welch_interval"]

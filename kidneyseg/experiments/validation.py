@@ -16,6 +16,8 @@ regions at the challenge's tolerances (``tolerance_mm`` must then stay ``None``)
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -24,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..errors import ensure_output_dir, fail
+from ..errors import ensure_output_dir, fail, write_text_atomic
 from ..resources import record
 from ..runtime import resolve_device
 
@@ -71,34 +73,90 @@ def split_cases(manifest: os.PathLike | str, split: str = "val",
     return out
 
 
+#: Beside the label maps of a prediction folder: which model and settings made each one (see
+#: :func:`prediction_key`), so a rerun with the same key scores the saved map instead of predicting again.
+PREDICTIONS_INDEX = ".predictions.json"
+
+
+def prediction_key(checkpoints, **settings) -> str:
+    """A sha256 naming what decides a prediction: the weights (each checkpoint's digest,
+    :func:`kidneyseg.model.checkpoint.checkpoint_digest`) and the settings (plan, overlap,
+    post-processing, precision ...; any JSON-able values)."""
+    from ..model.checkpoint import checkpoint_digest
+
+    h = hashlib.sha256()
+    for path in checkpoints:
+        h.update(checkpoint_digest(path).encode())
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _input_stamp(path: Path) -> list:
+    st = Path(path).stat()
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
 def _evaluate_cases(cases, predict, pred_dir: Path | None, tolerance_mm: float | None, protocol,
-                    step: str = "predict") -> pd.DataFrame:
+                    step: str = "predict", key: str | None = None) -> pd.DataFrame:
     """Run ``predict(volume, case_id) -> (labels, timings)`` on each case and score it with ``protocol``
-    (recorded as ``step`` in the run's ``resources.json``, :mod:`kidneyseg.resources`)."""
+    (recorded as ``step`` in the run's ``resources.json``, :mod:`kidneyseg.resources`).
+
+    With ``pred_dir`` and ``key`` (:func:`prediction_key`) the run resumes: a case whose label map is
+    in ``pred_dir`` and whose entry in ``pred_dir/.predictions.json`` has the same key and the same
+    input file (size and modification time) is scored from the saved map, with the timings recorded
+    when it was predicted; every other case is predicted, and its entry written after its map.
+    """
     with record(step, pred_dir) as rec:
-        df = _evaluate_each(cases, predict, pred_dir, tolerance_mm, protocol)
+        df, reused = _evaluate_each(cases, predict, pred_dir, tolerance_mm, protocol, key)
         rec.details.update(cases=len(df), seconds_per_case=dict(zip(df["case_id"], df["seconds_total"])))
+        if reused:
+            rec.details["reused"] = reused
+            if reused == len(df):
+                rec.details["no_work"] = "all cases predicted before"
     return df
 
 
-def _evaluate_each(cases, predict, pred_dir: Path | None, tolerance_mm: float | None, protocol) -> pd.DataFrame:
+def _evaluate_each(cases, predict, pred_dir: Path | None, tolerance_mm: float | None, protocol,
+                   key: str | None = None) -> tuple[pd.DataFrame, int]:
     from ..io import load_volume, save_like
 
     protocol.tolerance(tolerance_mm)
-    rows = []
+    index_path = Path(pred_dir) / PREDICTIONS_INDEX if (pred_dir is not None and key) else None
+    index = {}
+    if index_path is not None and index_path.is_file():
+        try:
+            index = json.loads(index_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            index = {}  # unreadable: predict everything again
+    rows, reused = [], 0
     for case_id, img_path, lab_path in cases:
         t0 = time.perf_counter()
-        image = load_volume(img_path, "image")
         gt = load_volume(lab_path, "label", label_values=protocol.dataset.label_values)
-        labels, timings = predict(image, case_id)
-        if pred_dir is not None:
-            save_like(labels, pred_dir / f"{case_id}.nii.gz", gt, kind="label")
+        out = None if pred_dir is None else Path(pred_dir) / f"{case_id}.nii.gz"
+        entry = index.get(case_id, {}) if index_path is not None else {}
+        if (entry.get("key") == key and entry.get("input") == _input_stamp(img_path) and out is not None
+                and out.is_file()):
+            labels = load_volume(out, "label", label_values=protocol.dataset.label_values).array
+            timings, seconds_total = entry["timings"], entry["seconds_total"]
+            reused += 1
+        else:
+            image = load_volume(img_path, "image")
+            labels, timings = predict(image, case_id)
+            del image
+            if out is not None:
+                save_like(labels, out, gt, kind="label")
+            timings = {k: round(v, 3) for k, v in timings.items()}
+            seconds_total = round(time.perf_counter() - t0, 3)
+            if index_path is not None:  # after the map: an entry always names a complete file
+                index[case_id] = {"key": key, "input": _input_stamp(img_path), "timings": timings,
+                                  "seconds_total": seconds_total}
+                write_text_atomic(index_path, json.dumps(index, indent=1) + "\n")
         row = {"case_id": case_id, **protocol.case_metrics(labels, gt.array, gt.spacing, tolerance_mm)}
         row.pop("tolerance_mm", None)
-        row.update({f"seconds_{k}": round(v, 3) for k, v in timings.items()})
-        row["seconds_total"] = round(time.perf_counter() - t0, 3)
+        row.update({f"seconds_{k}": v for k, v in timings.items()})
+        row["seconds_total"] = seconds_total
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), reused
 
 
 def validate_model(model_dir: os.PathLike | str, manifest: os.PathLike | str, split: str = "val",
@@ -125,6 +183,7 @@ def validate_model(model_dir: os.PathLike | str, manifest: os.PathLike | str, sp
     """
     from ..evaluate.protocols import get_protocol
     from ..infer.cascade import CascadeModel, predict_volume
+    from ..model.folder import ModelFolder
 
     model = CascadeModel.load(model_dir, device=device, postprocess=postprocess)
     if pred_dir is not None:
@@ -134,8 +193,12 @@ def validate_model(model_dir: os.PathLike | str, manifest: os.PathLike | str, sp
         return predict_volume(volume, model, overlap=overlap, tta=tta, batch_size=batch_size, progress=False,
                               case_id=case_id)
 
+    folder = ModelFolder(model_dir)
+    key = prediction_key([folder.stage(n).checkpoint() for n in (1, 2)], kind="cascade",
+                         plan=folder.plan_path.read_text(encoding="utf-8"), overlap=overlap, tta=tta,
+                         batch_size=batch_size, postprocess=model.postprocess, runtime=_runtime_settings(model.runtime))
     return _evaluate_cases(split_cases(manifest, split, max_cases), predict, pred_dir, tolerance_mm,
-                           get_protocol(model.dataset))
+                           get_protocol(model.dataset), key=key)
 
 
 def choose_postprocessing(model_dir: os.PathLike | str, raw_pred_dir: os.PathLike | str,
@@ -260,8 +323,16 @@ def validate_single_stage(model_dir: os.PathLike | str, manifest: os.PathLike | 
                                    **opts)
         return labels, {"single_stage": time.perf_counter() - t0}
 
+    key = prediction_key([folder.stage(1).checkpoint()], kind="single stage",
+                         plan=folder.plan_path.read_text(encoding="utf-8"), overlap=overlap, batch_size=batch_size,
+                         postprocess=(name, opts), runtime=_runtime_settings(runtime))
     return _evaluate_cases(split_cases(manifest, split, max_cases), predict, pred_dir, tolerance_mm,
-                           get_protocol(plan.dataset), step="predict single stage")
+                           get_protocol(plan.dataset), step="predict single stage", key=key)
+
+
+def _runtime_settings(runtime) -> dict:
+    """What of a :class:`~kidneyseg.runtime.Runtime` changes the predicted labels."""
+    return {"device": runtime.device.type, "precision": runtime.precision, "channels_last": runtime.channels_last}
 
 
 def untrained_copy(model_dir: os.PathLike | str, out_dir: os.PathLike | str, seed: int = 0) -> Path:

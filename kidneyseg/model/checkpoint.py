@@ -51,6 +51,18 @@ def _listed_hashes(path: Path) -> set[str]:
     return {line.split()[0] for line in sp.read_text(encoding="utf-8").splitlines() if line.strip()}
 
 
+def checkpoint_digest(path: os.PathLike | str) -> str:
+    """The sha256 of a checkpoint: the current hash its ``.sha256`` file lists (the first line),
+    else computed from the file. Cheap: it names the weights without reading them."""
+    path = Path(path)
+    sp = _sha_path(path)
+    if sp.is_file():
+        lines = [ln.split()[0] for ln in sp.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if lines:
+            return lines[0]
+    return sha256_file(path)
+
+
 def save_checkpoint(path: os.PathLike | str, payload: dict[str, Any]) -> str:
     """Write ``payload`` to ``path`` atomically with its ``.sha256``; returns the hash."""
     path = Path(path)
