@@ -44,6 +44,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap, as the demo (0.25)")
     args = ap.parse_args(argv)
+    if args.cases < 2:
+        print(f"--cases must be at least 2 (one training phantom and the scored ones), got {args.cases}",
+              file=sys.stderr)
+        return 2
     model = args.run / "03_training" / "model"
     if not (model / "plan.json").is_file():
         print(f"{model}: no trained cascade here (run `make demo` first)", file=sys.stderr)

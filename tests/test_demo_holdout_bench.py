@@ -27,3 +27,8 @@ def test_holdout_paints_with_the_demo_options_but_not_its_seed_or_count():
 def test_holdout_refuses_a_folder_without_a_model(tmp_path, capsys):
     assert _bench().main([str(tmp_path)]) == 2
     assert "no trained cascade here" in capsys.readouterr().err
+
+
+def test_holdout_refuses_fewer_than_two_phantoms(tmp_path, capsys):
+    assert _bench().main([str(tmp_path), "--cases", "1"]) == 2
+    assert "--cases must be at least 2" in capsys.readouterr().err

@@ -88,8 +88,11 @@ SETTINGS = "settings.json"
 def _run_settings(cfg, source, manifest, split: str, tolerance_mm, overlap: float, max_cases) -> dict:
     """The settings a run's result depends on, as JSON values: the stage-2 config, the shared stage-1
     checkpoint (its sha256), the scored cases and the validation options."""
-    ckpt = Path(f"{source.stage(1).checkpoint_best}.sha256")
-    data = {"stage2_config": _training_key(cfg), "stage1_sha256": ckpt.read_text().split()[0] if ckpt.exists() else None,
+    from ..model.checkpoint import checkpoint_digest
+
+    best = source.stage(1).checkpoint_best
+    listed = Path(f"{best}.sha256").exists()
+    data = {"stage2_config": _training_key(cfg), "stage1_sha256": checkpoint_digest(best) if listed else None,
             "manifest": str(Path(manifest).resolve()), "split": split, "tolerance_mm": tolerance_mm,
             "overlap": overlap, "max_cases": max_cases}
     return json.loads(json.dumps(data, sort_keys=True, default=str))

@@ -133,7 +133,7 @@ def _evaluate_each(cases, predict, pred_dir: Path | None, tolerance_mm: float | 
         t0 = time.perf_counter()
         gt = load_volume(lab_path, "label", label_values=protocol.dataset.label_values)
         out = None if pred_dir is None else Path(pred_dir) / f"{case_id}.nii.gz"
-        entry = index.get(case_id, {}) if index_path is not None else {}
+        entry = index.get(case_id, {})  # empty without pred_dir and key
         if (entry.get("key") == key and entry.get("input") == _input_stamp(img_path) and out is not None
                 and out.is_file()):
             labels = load_volume(out, "label", label_values=protocol.dataset.label_values).array
