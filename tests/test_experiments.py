@@ -223,7 +223,7 @@ def test_run_ablation_trains_each_run_once_and_validates_with_the_given_overlap(
 def test_max_cases_predicts_the_largest_and_records_the_steps(tmp_path, monkeypatch):
     """A capped validation (the rehearsal's 3 cases) always holds the largest case; predict and evaluate
     rows land in resources.json when a run folder is configured."""
-    from kidneyseg.resources import ENV_RUN_DIR, read_resources
+    from kidneyseg.resources import ENV_RUN_DIR, latest_rows, read_resources
 
     manifest = write_dataset(tmp_path / "data", n=4)
     df = pd.read_csv(manifest)
@@ -241,6 +241,12 @@ def test_max_cases_predicts_the_largest_and_records_the_steps(tmp_path, monkeypa
     rows = {r["step"]: r for r in read_resources(tmp_path / "run")}
     assert rows["predict"]["details"]["cases"] == 1 and rows["predict"]["bytes_written"] > 0
     assert rows["evaluate"]["details"]["cases"] == 1
+    # two models scored without saved maps (the ablation's way): two rows in the report, one per model
+    other = make_model_dir(tmp_path / "model_b", plan=PLAN)
+    for m in (model, other):
+        ex.validate_model(m, manifest, "val", device="auto", max_cases=1)
+    targets = [r["target"] for r in latest_rows(read_resources(tmp_path / "run")) if r["step"] == "predict"]
+    assert sorted(t.rsplit("/", 1)[-1] for t in targets) == ["model", "model_b", "pred"]
 
 
 def test_a_rerun_scores_saved_predictions_and_predicts_again_when_the_key_changes(tmp_path, monkeypatch):

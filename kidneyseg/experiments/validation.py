@@ -97,16 +97,18 @@ def _input_stamp(path: Path) -> list:
 
 
 def _evaluate_cases(cases, predict, pred_dir: Path | None, tolerance_mm: float | None, protocol,
-                    step: str = "predict", key: str | None = None) -> pd.DataFrame:
+                    step: str = "predict", key: str | None = None, model_dir=None) -> pd.DataFrame:
     """Run ``predict(volume, case_id) -> (labels, timings)`` on each case and score it with ``protocol``
-    (recorded as ``step`` in the run's ``resources.json``, :mod:`kidneyseg.resources`).
+    (recorded as ``step`` in the run's ``resources.json``, :mod:`kidneyseg.resources`; the row's
+    target is ``pred_dir``, else ``model_dir``, so that the predictions of several models without
+    saved maps, as in the ablation, stay separate rows in the report).
 
     With ``pred_dir`` and ``key`` (:func:`prediction_key`) the run resumes: a case whose label map is
     in ``pred_dir`` and whose entry in ``pred_dir/.predictions.json`` has the same key and the same
     input file (size and modification time) is scored from the saved map, with the timings recorded
     when it was predicted; every other case is predicted, and its entry written after its map.
     """
-    with record(step, pred_dir) as rec:
+    with record(step, pred_dir if pred_dir is not None else model_dir) as rec:
         df, reused = _evaluate_each(cases, predict, pred_dir, tolerance_mm, protocol, key)
         rec.details.update(cases=len(df), seconds_per_case=dict(zip(df["case_id"], df["seconds_total"])))
         if reused:
@@ -198,7 +200,7 @@ def validate_model(model_dir: os.PathLike | str, manifest: os.PathLike | str, sp
                          plan=folder.plan_path.read_text(encoding="utf-8"), overlap=overlap, tta=tta,
                          batch_size=batch_size, postprocess=model.postprocess, runtime=_runtime_settings(model.runtime))
     return _evaluate_cases(split_cases(manifest, split, max_cases), predict, pred_dir, tolerance_mm,
-                           get_protocol(model.dataset), key=key)
+                           get_protocol(model.dataset), key=key, model_dir=model_dir)
 
 
 def choose_postprocessing(model_dir: os.PathLike | str, raw_pred_dir: os.PathLike | str,
@@ -327,7 +329,7 @@ def validate_single_stage(model_dir: os.PathLike | str, manifest: os.PathLike | 
                          plan=folder.plan_path.read_text(encoding="utf-8"), overlap=overlap, batch_size=batch_size,
                          postprocess=(name, opts), runtime=_runtime_settings(runtime))
     return _evaluate_cases(split_cases(manifest, split, max_cases), predict, pred_dir, tolerance_mm,
-                           get_protocol(plan.dataset), step="predict single stage", key=key)
+                           get_protocol(plan.dataset), step="predict single stage", key=key, model_dir=model_dir)
 
 
 def _runtime_settings(runtime) -> dict:
