@@ -47,7 +47,7 @@ import numpy as np
 from ..config import from_dict, to_dict
 from ..data.datasets import KITS19, Dataset, get_dataset
 from ..errors import read_json, write_text_atomic
-from ..measure.components import bounding_box, component_sizes, components, keep_largest
+from ..measure.components import bounding_box, component_sizes, components, keep_largest, kidney_voxels, select
 from ..model.folder import ModelFolder
 
 DEFAULT_STRATEGY = "anatomy"
@@ -84,11 +84,11 @@ def _anatomy(labels: np.ndarray, spacing, min_component_ml: float = DEFAULT_MIN_
     sub = out[box]
     comp, n = components(sub > 0)
     sizes = component_sizes(comp, n)
-    kidney_vox = np.bincount(comp.ravel(), weights=(sub == dataset.label("kidney")).ravel(), minlength=n + 1)
+    kidney_vox = kidney_voxels(comp, n, sub == dataset.label("kidney"))
     voxel_ml = float(np.prod(spacing)) / 1000.0
     ranked = [c for c in np.argsort(-sizes[1:], kind="stable") + 1 if kidney_vox[c] > 0]
     keep = ranked[:1] + [c for c in ranked[1:int(max_kidneys)] if sizes[c] * voxel_ml >= min_component_ml]
-    sub[~np.isin(comp, keep)] = 0
+    sub[~select(comp, n, keep)] = 0
     return out
 
 
@@ -104,10 +104,10 @@ def keep_regions_consistent(labels: np.ndarray, dataset: Dataset) -> np.ndarray:
         return labels
     sub = labels[box]
     comp, n = components(sub > 0)
-    kidney_vox = np.bincount(comp.ravel(), weights=(sub == dataset.label("kidney")).ravel(), minlength=n + 1)
+    kidney_vox = kidney_voxels(comp, n, sub == dataset.label("kidney"))
     orphans = np.flatnonzero(kidney_vox[1:] == 0) + 1
     if len(orphans):
-        sub[np.isin(comp, orphans)] = 0
+        sub[select(comp, n, orphans)] = 0
     return labels
 
 

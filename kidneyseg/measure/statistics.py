@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .components import bounding_box, components
+from .components import bounding_box, component_sizes, components, select
 from .diameters import axial_diameter_mm, max_diameter_mm
 from .volumes import linear_part, voxel_volume_ml
 
@@ -237,7 +237,7 @@ def case_statistics(labels: np.ndarray, affine: np.ndarray, image: np.ndarray | 
 
     # kidney-region components, their centroids in world x, and the midline
     comp, n = components(lab > 0)
-    sizes = np.bincount(comp.ravel(), minlength=n + 1)[1:]
+    sizes = component_sizes(comp, n)[1:]
     cents = np.asarray(ndimage.center_of_mass(np.ones(lab.shape, bool), comp, range(1, n + 1)), float).reshape(n, 3)
     world = np.stack([_world(affine, offset + c) for c in cents]) if n else np.zeros((0, 3))
     fg_center = offset + (np.average(cents, axis=0, weights=sizes) if n else np.array(lab.shape) / 2.0)
@@ -267,7 +267,7 @@ def case_statistics(labels: np.ndarray, affine: np.ndarray, image: np.ndarray | 
         ids = [i + 1 for i in range(n) if side_of[i] == side]
         if not ids:
             continue
-        region = np.isin(comp, ids)
+        region = select(comp, n, ids)
         tissue = region & (lab == 1)
         w = sizes[np.array(ids) - 1]
         centroid = np.average(world[np.array(ids) - 1], axis=0, weights=w)
