@@ -20,3 +20,16 @@ def test_counts_and_selection_match_direct_counting():
     np.testing.assert_array_equal(select(comp, n, ids), np.isin(comp, ids))
     assert not select(comp, n, []).any()
     assert not select(comp, n, [0]).any()  # the background is never selected
+
+
+def test_counting_in_slices_gives_the_same_counts(monkeypatch):
+    import kidneyseg.measure.components as mc
+    rng = np.random.default_rng(5)
+    mask = rng.random((30, 40, 50)) < 0.4  # mostly one big component, many small ones
+    kidney = mask & (rng.random(mask.shape) < 0.5)
+    comp, n = components(mask)
+    whole = component_sizes(comp, n), kidney_voxels(comp, n, kidney)
+    monkeypatch.setattr(mc, "_COUNT_CHUNK", 997)  # 61 slices, none aligned with a row
+    np.testing.assert_array_equal(component_sizes(comp, n), whole[0])
+    np.testing.assert_array_equal(kidney_voxels(comp, n, kidney), whole[1])
+    assert whole[0].sum() == np.count_nonzero(mask) and whole[1].sum() == np.count_nonzero(kidney)
