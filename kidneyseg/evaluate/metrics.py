@@ -201,12 +201,12 @@ def _distances_to(dst_flat: np.ndarray, src_flat: np.ndarray, grid: tuple[int, i
 
     Memory: scipy's ``distance_transform_edt`` builds its distance map from a feature transform
     through an ``np.indices`` grid and a float64 copy of the three offsets, about 60 bytes per voxel
-    at its peak (17.55 GiB for one region of a scattered prediction on case_00151, 1059 x 512 x 512,
-    measured in the full-scale rehearsal). Only the distances at the surface elements are needed,
-    so this asks scipy for the feature transform alone (int32, 12 bytes per voxel, 13 at the peak)
-    and computes each element's distance from it with the same float64 operations in the same order
-    (offset, times spacing, squared, summed over z, y, x, square root): the values are bit-identical
-    to the full map's (``tests/test_evaluate_metrics.py``).
+    at its peak: scoring the full-scale rehearsal's scattered single-stage map of case_00151
+    (1059 x 512 x 512, its box the whole volume) took 17.3 GiB. Only the distances at the surface
+    elements are needed, so this asks scipy for the feature transform alone (int32, 12 bytes per
+    voxel, 13 at the peak; 4.9 GiB for that case) and computes each element's distance from it with
+    the same float64 operations in the same order (offset, times spacing, squared, summed over z, y,
+    x, square root): the values are bit-identical to the full map's (``tests/test_evaluate_metrics.py``).
     """
     background = np.ones(grid, bool)
     background.ravel()[dst_flat] = False
