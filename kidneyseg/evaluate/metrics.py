@@ -48,6 +48,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
+from ..measure.components import bounding_box
 from ..measure.volumes import volume_ml  # re-exported: one volume definition for the package
 
 #: Names of the scored regions and how they are taken from a label map.
@@ -216,13 +217,9 @@ def _distances_to(dst_flat: np.ndarray, src_flat: np.ndarray, grid: tuple[int, i
     out = np.empty(len(src_flat), np.float64)
     for start in range(0, len(src_flat), _DISTANCE_CHUNK):
         f = src_flat[start:start + _DISTANCE_CHUNK]
-        total = None
-        for ax, coord in enumerate(np.unravel_index(f, grid)):
-            d = (ft[ax, f] - coord).astype(np.float64)
-            d *= sp[ax]
-            np.multiply(d, d, d)
-            total = d if total is None else np.add(total, d, out=total)
-        out[start:start + len(f)] = np.sqrt(total)
+        offsets = [(ft[ax, f] - coord) * sp[ax] for ax, coord in enumerate(np.unravel_index(f, grid))]
+        dz, dy, dx = (o * o for o in offsets)
+        out[start:start + len(f)] = np.sqrt(dz + dy + dx)
     return out
 
 
@@ -239,24 +236,22 @@ def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]
         ``dist_pred_to_gt``, ``area_pred``, ``dist_gt_to_pred``, ``area_gt`` (1D float64 arrays,
         one entry per surface element, sorted by distance).
 
-    Memory: about 14 bytes per voxel of the masks' joint bounding box beyond the two masks
-    themselves (the feature transform of :func:`_distances_to`), plus ~40 bytes per surface element.
+    Memory: the feature transform of :func:`_distances_to` on the masks' joint bounding box (about
+    16 bytes per voxel of it at the peak, with the masks; ``tests/test_evaluate_metrics.py``), plus a
+    few float64 and int64 arrays per surface element.
     """
     sp = _check_spacing(spacing)
     pred = np.asarray(pred, bool)
     gt = np.asarray(gt, bool)
     _check_pair(pred, gt)
     # Work on the union's bounding box (+1 voxel) only: the result does not change, memory does.
-    idx = [np.flatnonzero(pred.any(axis=tuple(a for a in range(3) if a != ax))
-                          | gt.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
-    if any(len(i) == 0 for i in idx):
+    boxes = bounding_box(pred), bounding_box(gt)
+    if None in boxes:
         raise ValueError("surface distances need non-empty masks")
-    box = tuple(slice(i[0], i[-1] + 1) for i in idx)
+    box = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(*boxes))
+    grid = tuple(s.stop - s.start + 1 for s in box)  # the cube grid of the box: one more per axis
     table = _cube_areas(sp, areas)
-    grid = tuple(i[-1] - i[0] + 2 for i in idx)  # the cube grid of the box: one more per axis
     elements = {name: _surface_elements(m[box], table) for name, m in (("pred", pred), ("gt", gt))}
-    if any(len(flat) == 0 for flat, _ in elements.values()):
-        raise ValueError("surface distances need non-empty masks")
     out = {}
     for src, dst in (("pred", "gt"), ("gt", "pred")):
         d = _distances_to(elements[dst][0], elements[src][0], grid, sp)
